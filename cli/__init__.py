@@ -1,0 +1,1 @@
+"""The ``rnnhpo`` command line (Typer). Each module registers one group of commands."""

@@ -1,0 +1,16 @@
+"""Entry point of the ``rnnhpo`` console script."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import data, run, serve, train
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="rnnhpo: hyperparameter search for regularized recurrent networks.")
+
+for module in (train, data, run, serve):
+    module.register(app)
+
+if __name__ == "__main__":
+    app()

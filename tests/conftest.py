@@ -1,0 +1,43 @@
+"""Shared fixtures: a throwaway PostgreSQL database per test run, a SQLite URL per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("RNNHPO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin_connect():
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """SQLAlchemy URL of a fresh PostgreSQL database, dropped at the end of the run.
+
+    Without a reachable server the test is skipped locally and *fails* in CI (CI=true).
+    """
+    try:
+        admin = _pg_admin_connect()
+    except Exception as exc:  # noqa: BLE001 - report any connection problem the same way
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+    name = f"rnnhpo_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with _pg_admin_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    """SQLAlchemy URL of a SQLite file private to one test."""
+    return f"sqlite:///{tmp_path / 'rnnhpo.db'}"

@@ -1,0 +1,79 @@
+"""Typed configuration of a training pack: K members of one architecture trained at once.
+
+Every member has its own seed (initialisation and data order), learning rate, regularizer
+kind and coefficients. Validation happens here, once; the training code trusts it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Family = Literal["rnn", "lstm", "gru", "diag_rnn"]
+RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
+RegScope = Literal["output", "all"]
+OptimizerKind = Literal["sgd", "projected_gd", "adam"]
+DType = Literal["float32", "float64"]
+
+
+class MemberConfig(BaseModel):
+    """One trial inside a pack."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(gt=0, description="learning rate eta (eq. 17)")
+    reg: RegKind = "none"
+    lam: float = Field(0.0, ge=0, description="regularization coefficient lambda (eq. 15)")
+    alpha: float = Field(0.01, gt=0, description="smoothing width alpha of h_alpha (eq. 14)")
+    scope: RegScope = Field("output", description="penalize W_out only (paper) or all weights")
+    seed: int = Field(0, ge=0, description="seeds the initialisation and the data order")
+    tikhonov_beta: Union[Literal["paper", "bound"], float] = Field(
+        "paper", description="beta of the Tikhonov regularizer: 17/161 (paper), 1 (bound) or a number")
+    tikhonov_norm: Literal["spectral", "frobenius"] = "spectral"
+    tikhonov_lambda1: float = Field(1.0, ge=0, description="weight of (rho_h^2 - 1)_+ (eq. 57)")
+    tikhonov_lambda2: float = Field(1.0, ge=0, description="weight of (beta ||W_oh|| - 1)_+ (eq. 57)")
+    rho: float = Field(1.0, gt=0, description="projected GD radius for the recurrent weights (rho/sqrt(m))")
+    rho_u: float = Field(1.0, gt=0, description="projected GD radius for the input weights (rho_u/sqrt(m))")
+
+    @model_validator(mode="after")
+    def _check_beta(self) -> "MemberConfig":
+        if isinstance(self.tikhonov_beta, float) and self.tikhonov_beta <= 0:
+            raise ValueError("tikhonov_beta must be 'paper', 'bound' or a positive number")
+        return self
+
+
+class PackConfig(BaseModel):
+    """Architecture and training settings shared by every member of a pack."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Family = "gru"
+    hidden: int = Field(32, ge=1, le=4096)
+    bias: bool = Field(True, description="gate biases (Algorithm 1); False gives eq. 7-10")
+    init_scale: float = Field(0.5, gt=0, description="weights start U[-a, a] (paper: a = 0.5)")
+    optimizer: OptimizerKind = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int | None = Field(32, ge=1, description="None trains full batch")
+    epochs: int | None = Field(100, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many updates")
+    dtype: DType = "float32"
+    device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
+    trace_every: int = Field(1, ge=1, description="record every n-th iteration")
+    train_readout: bool = Field(True, description="diag_rnn only: train the 1/sqrt(m) readout too")
+    members: list[MemberConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PackConfig":
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("give epochs or max_steps")
+        for i, m in enumerate(self.members):
+            if m.reg == "tikhonov" and self.family != "lstm":
+                raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
+        if self.family == "diag_rnn" and self.hidden % 2:
+            raise ValueError("hidden: diag_rnn needs an even width for the symmetric initialisation")
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.members)

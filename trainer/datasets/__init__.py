@@ -1,0 +1,3 @@
+"""Dataset catalogue: importing this package registers every task with ``trainer.tasks``."""
+
+from trainer.datasets import generated, packaged  # noqa: F401

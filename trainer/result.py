@@ -1,0 +1,78 @@
+"""What training hands back: per-member traces as arrays, final metrics, diagnostics, weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trainer.config import MemberConfig
+
+#: Columns of the per-iteration trace, in this order (one row per recorded iteration).
+TRACE_COLUMNS: tuple[str, ...] = (
+    "step",           # update index k (0-based) the row describes: values at W^k, update to W^{k+1}
+    "epoch",          # epoch the step belongs to (0-based)
+    "loss",           # E on the batch: data loss + penalty
+    "data_loss",      # data part of E on the batch
+    "penalty",        # regularization part of E
+    "grad_norm",      # ||dE/dW|| over all weights
+    "grad_norm_out",  # ||dE/dW_out||
+    "weight_norm",    # ||W^k|| over all weights
+    "update_norm",    # ||W^{k+1} - W^k||
+    "sparsity_out",   # share of |W_out| < 1e-5 (eq. 42)
+    "sparsity_all",   # share of all weights with |w| < 1e-5
+    "lr",             # learning rate used for the update
+)
+
+#: Columns of the per-epoch record.
+EPOCH_COLUMNS: tuple[str, ...] = (
+    "epoch",          # 0-based epoch index
+    "train_metric",   # accuracy (classification) or MSE (regression, eq. 43) on the training split
+    "test_metric",    # the same on the test split
+    "train_loss",     # E on the full training set after the epoch
+    "wall_time",      # seconds since training started (shared by the whole pack)
+)
+
+#: Keys of ``MemberResult.final``.
+FINAL_KEYS: tuple[str, ...] = (
+    "loss", "data_loss", "penalty", "train_metric", "test_metric",
+    "sparsity_out", "sparsity_all", "weight_norm", "steps", "epochs", "wall_time",
+)
+
+#: Keys of ``MemberResult.diagnostics`` (the papers' theorems made checkable).
+DIAGNOSTIC_KEYS: tuple[str, ...] = (
+    "monotonicity_violations",  # count of E_{k+1} > E_k (Thm 1; meaningful full batch)
+    "grad_norm_ratio",          # ||grad E|| final / initial (Thm 2)
+    "update_norm_tail",         # mean ||W^{k+1}-W^k|| over the last 10% of steps (Thm 3)
+    "diverged",                 # loss became NaN/inf; the member stopped updating
+    "diverged_at_step",         # step of divergence or -1
+)
+
+
+@dataclass
+class MemberResult:
+    """Everything one member produced. Arrays are numpy, on the CPU."""
+
+    index: int
+    config: MemberConfig
+    trace: dict[str, np.ndarray]
+    epochs: dict[str, np.ndarray]
+    final: dict[str, float]
+    diagnostics: dict[str, Any]
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        return bool(self.diagnostics.get("diverged", False))
+
+
+@dataclass
+class PackResult:
+    """A trained pack. ``wall_time`` is shared by all members, not divided among them."""
+
+    members: list[MemberResult]
+    wall_time: float
+    device: str
+    family: str
+    pack_size: int
