@@ -66,6 +66,10 @@ class ResultSink(Protocol):
         """``number -> {"status", "params", "final"}`` for trials already completed or diverged
         (used to resume an experiment and to replay results into Optuna)."""
 
+    def trial_states(self) -> dict[int, dict[str, Any]]:
+        """``number -> {"status", "variant", "params", "seed", "fold", "final"}`` for every
+        registered trial (used to resume: finished ones are replayed, the rest re-run)."""
+
     def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
         """Mark these trials running in ``pack_id`` (attempt counts Ray Tune retries)."""
 

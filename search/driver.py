@@ -1,0 +1,274 @@
+"""Run an experiment end to end: plan trials, pack them, execute on Ray Tune, tell Optuna.
+
+Resumable: trials already finished in the sink are never re-run; trials registered but not
+finished (a crash mid-round) are re-run with the parameters recorded for them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from search.execution import PackOutcome, run_packs
+from search.packing import make_packs
+from search.planning import Configuration, VariantStudy, trial_plans
+from search.ray_runtime import ensure_ray, tune_storage_dir
+from search.sink import ResultSink, TrialPlan
+from search.spec import ExperimentSpec
+
+FINISHED = ("completed", "diverged", "pruned")
+
+
+@dataclass
+class SearchProgress:
+    trials_total: int
+    trials_done: int
+    packs_total: int
+    packs_done: int
+    best: dict | None
+    eta_s: float | None
+    dashboard_url: str | None
+    elapsed_s: float
+
+
+@dataclass
+class SearchSummary:
+    trials_total: int
+    trials_done: int
+    n_failed: int
+    cancelled: bool
+    best: dict | None
+    dashboard_url: str | None
+    wall_time: float
+    pareto: list[dict] = field(default_factory=list)
+
+
+def task_kind(spec: ExperimentSpec) -> str:
+    """classification or regression, from the catalogue when it knows the dataset."""
+    from trainer.tasks import load_task
+
+    try:
+        from trainer.datasets import catalogue
+
+        for entry in catalogue():
+            if getattr(entry, "name", None) == spec.dataset.name:
+                return str(entry.kind)
+    except ImportError:
+        pass
+    options = dict(spec.dataset.options)
+    if spec.dataset.framing:
+        options["framing"] = spec.dataset.framing
+    return load_task(spec.dataset.name, seed=0, **options).kind
+
+
+def _objective_values(spec: ExperimentSpec, finals: list[dict]) -> list[float] | None:
+    values = []
+    for obj in spec.search.objectives:
+        xs = [f.get(obj.metric) for f in finals]
+        xs = [x for x in xs if x is not None and np.isfinite(x)]
+        if not xs:
+            return None
+        values.append(float(np.mean(xs)))
+    return values
+
+
+def _params_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+class _Run:
+    """State of one run of an experiment (one call of run_experiment)."""
+
+    def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel):
+        self.spec, self.sink = spec, sink
+        self.progress_cb, self.should_cancel = progress, should_cancel
+        self.started = time.monotonic()
+        self.dashboard_url: str | None = None
+        self.kind = task_kind(spec)
+        self.directions = spec.objective_directions(self.kind)
+        self.studies = [VariantStudy(spec, i, self.directions) for i in range(len(spec.variants))]
+        self.reps = len(spec.seed_list) * len(spec.fold_list)
+        self.total = spec.count_trials()
+        self.done = 0
+        self.packs_total = 0
+        self.packs_done = 0
+        self.best: dict | None = None
+        self.cancelled = False
+
+    # -- progress ----------------------------------------------------------------------
+    def emit(self) -> None:
+        if not self.progress_cb:
+            return
+        elapsed = time.monotonic() - self.started
+        eta = None
+        if self.done and self.done < self.total:
+            eta = elapsed / self.done * (self.total - self.done)
+        self.progress_cb(SearchProgress(self.total, self.done, self.packs_total, self.packs_done,
+                                        self.best, eta, self.dashboard_url, elapsed))
+
+    def consider_best(self, number: int, value: float | None, params: dict, variant: str) -> None:
+        if value is None or not np.isfinite(value):
+            return
+        maximize = self.directions[0] == "maximize"
+        if self.best is None or (value > self.best["value"] if maximize else value < self.best["value"]):
+            self.best = {"number": number, "value": float(value), "params": params, "variant": variant,
+                         "metric": self.spec.search.objectives[0].metric}
+
+    # -- resume --------------------------------------------------------------------------
+    def resume(self) -> tuple[list[Configuration], dict[tuple, list[int]], int]:
+        """Replay finished configurations into Optuna; return unfinished ones to re-run."""
+        states = self.sink.trial_states()
+        groups: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
+        for number, state in states.items():
+            groups[(state["variant"], _params_key(state["params"]))].append((number, state))
+        by_name = {s.variant.name: s for s in self.studies}
+        pending: list[Configuration] = []
+        first_numbers: dict[tuple, list[int]] = {}
+        for (variant, _), members in sorted(groups.items(), key=lambda kv: min(n for n, _ in kv[1])):
+            study = by_name.get(variant)
+            if study is None:
+                continue
+            params = members[0][1]["params"]
+            finished = [s for _, s in members if s["status"] in FINISHED]
+            for number, s in members:
+                if s["status"] in FINISHED:
+                    self.done += 1
+                    self.consider_best(number, (s.get("final") or {}).get(self.spec.search.objectives[0].metric),
+                                       params, variant)
+            if len(finished) == self.reps:
+                usable = [s.get("final") or {} for s in finished if s["status"] != "diverged"]
+                study.replay(params, _objective_values(self.spec, usable))
+            else:
+                study.asked += 1
+                config = Configuration(study.variant, dict(params))
+                pending.append(config)
+                first_numbers[(variant, _params_key(params))] = sorted(n for n, _ in members)
+        next_number = max(states) + 1 if states else 0
+        return pending, first_numbers, next_number
+
+    # -- main loop -----------------------------------------------------------------------
+    def round_quota(self) -> int:
+        if self.spec.search.algorithm in ("grid", "random"):
+            return 10**9
+        if self.spec.search.round_size:
+            return self.spec.search.round_size
+        import ray
+
+        slots = max(1, int(ray.available_resources().get("CPU", 1) // self.spec.execution.cpus_per_pack))
+        per_variant = max(s.target for s in self.studies)
+        return max(2 * slots, math.ceil(per_variant / 4))
+
+    def run(self) -> SearchSummary:
+        self.dashboard_url = ensure_ray(self.spec.execution.ray_address)
+        pending, known_numbers, next_number = self.resume()
+        self.emit()
+        n_failed = 0
+        budget = self.spec.execution.time_budget_s
+        while True:
+            if self.should_cancel and self.should_cancel():
+                self.cancelled = True
+                break
+            if budget is not None and time.monotonic() - self.started >= budget:
+                break
+            quota = self.round_quota()
+            configs = list(pending)
+            pending = []
+            taken = {_params_key(c.params) for c in configs}
+            for study in self.studies:
+                configs.extend(study.ask(quota, taken))
+            if not configs:
+                break
+            plans: list[TrialPlan] = []
+            config_plans: list[tuple[Configuration, list[TrialPlan]]] = []
+            for config in configs:
+                numbers = known_numbers.get((config.variant.name, _params_key(config.params)))
+                first = numbers[0] if numbers else next_number
+                these = trial_plans(self.spec, config, first)
+                if not numbers:
+                    next_number += len(these)
+                config_plans.append((config, these))
+                plans.extend(these)
+            ids = self.sink.register_trials(plans)
+            states = self.sink.trial_states()
+            to_run = [p for p in plans if states.get(p.number, {}).get("status") not in FINISHED]
+            n_failed += self.execute(to_run, ids, budget)
+            states = self.sink.trial_states()
+            for config, these in config_plans:
+                finals = [states[p.number].get("final") or {} for p in these
+                          if states.get(p.number, {}).get("status") in ("completed", "pruned")]
+                values = _objective_values(self.spec, finals) if len(finals) == len(these) else None
+                study = next(s for s in self.studies if s.variant is config.variant)
+                study.tell(config, values)
+            if self.cancelled:
+                break
+        return SearchSummary(self.total, self.done, n_failed, self.cancelled, self.best,
+                             self.dashboard_url, time.monotonic() - self.started, self.pareto())
+
+    def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None) -> int:
+        if not plans:
+            return 0
+        import ray
+
+        ex = self.spec.execution
+        slots = max(1, int(ray.available_resources().get("CPU", 1) // ex.cpus_per_pack))
+        objective = self.spec.search.objectives[0].metric
+        dataset = {**self.spec.dataset.model_dump(mode="json")}
+        jobs = make_packs(plans, ids, pack_size=ex.pack_size, slots=slots, dataset=dataset,
+                          objective=objective, maximize=self.directions[0] == "maximize",
+                          asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
+        if ex.inject_failure:
+            target = ex.inject_failure.get("pack", 0)
+            if 0 <= target < len(jobs):
+                jobs[target].inject_failures = ex.inject_failure.get("times", 1)
+        self.packs_total += len(jobs)
+        self.emit()
+        number_of = {ids[p.number]: p for p in plans}
+
+        def on_pack_done(outcome: PackOutcome) -> None:
+            self.packs_done += 1
+            if outcome.ok:
+                self.done += outcome.members
+                if outcome.best_trial_id is not None:
+                    plan = number_of[outcome.best_trial_id]
+                    self.consider_best(plan.number, outcome.best_value, plan.params, plan.variant)
+            self.emit()
+
+        remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
+        outcomes = run_packs(
+            jobs, self.sink, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+            max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
+            name=f"{self.spec.name}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
+            on_pack_done=on_pack_done, time_budget_s=remaining)
+        failed = 0
+        if self.should_cancel and self.should_cancel():
+            self.cancelled = True
+        states = self.sink.trial_states()
+        for job, outcome in zip(jobs, outcomes):
+            if outcome.ok or self.cancelled:
+                continue
+            for trial_id, number in zip(job.trial_ids, job.trial_numbers):
+                if states.get(number, {}).get("status") not in FINISHED:
+                    self.sink.trial_failed(trial_id, outcome.error or "pack failed")
+                    failed += 1
+        return failed
+
+    def pareto(self) -> list[dict]:
+        if len(self.spec.search.objectives) < 2:
+            return []
+        front = []
+        for study in self.studies:
+            for t in study.study.best_trials:
+                front.append({"variant": study.variant.name, "params": t.params, "values": list(t.values)})
+        return front
+
+
+def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,
+                   progress: Callable[[SearchProgress], None] | None = None,
+                   should_cancel: Callable[[], bool] | None = None) -> SearchSummary:
+    """Run (or resume) ``spec``, storing every trial through ``sink``."""
+    return _Run(spec, sink, progress, should_cancel).run()

@@ -1,0 +1,306 @@
+"""The experiment spec: one pydantic model, validated once at the edge (CLI or REST).
+
+An experiment trains every *variant* (a model family plus regularizer, e.g. SL1-GRU) on one
+dataset, over the configurations a *search* proposes, each configuration repeated over
+``seeds`` (and CV folds). Every (variant, configuration, seed, fold) is one trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trainer.config import Family, MemberConfig, OptimizerKind, PackConfig, RegKind, RegScope
+
+#: Hyperparameters of one member (one trial) inside a pack.
+MEMBER_PARAMS = ("lr", "lam", "alpha", "rho", "rho_u", "tikhonov_beta",
+                 "tikhonov_lambda1", "tikhonov_lambda2")
+#: Hyperparameters shared by a pack: configurations differing in these train in different packs.
+PACK_PARAMS = ("hidden", "batch_size", "init_scale", "optimizer", "epochs", "bias")
+SEARCHABLE = MEMBER_PARAMS + PACK_PARAMS
+#: Final metrics an objective may name (see trainer.result.FINAL_KEYS).
+OBJECTIVE_METRICS = ("test_metric", "train_metric", "sparsity_out", "sparsity_all", "loss",
+                     "data_loss", "wall_time")
+
+Scalar = Union[bool, int, float, str]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogUniform(_Strict):
+    type: Literal["log"]
+    low: float = Field(gt=0)
+    high: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> "LogUniform":
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+
+class Uniform(_Strict):
+    type: Literal["uniform"]
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _order(self) -> "Uniform":
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+
+class IntRange(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self) -> "IntRange":
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+
+class Choice(_Strict):
+    type: Literal["choice", "grid"]
+    values: list[Scalar] = Field(min_length=1, max_length=1000)
+
+
+ParamSpace = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(min_length=1, max_length=64, examples=["iris"])
+    framing: str | None = Field(None, description="features_as_steps | single_step | rows | window:k")
+    options: dict[str, Scalar] = Field(default_factory=dict, description="passed to the loader")
+    cv_folds: int | None = Field(None, ge=2, le=20, description="k-fold CV on the training split")
+    split_seed: int = Field(0, ge=0, description="seeds the train/test split (and CV folds)")
+
+
+class VariantSpec(_Strict):
+    """One model of the comparison, e.g. ``{name: SL1-GRU, family: gru, reg: sl1}``."""
+
+    name: str = Field(min_length=1, max_length=64)
+    family: Family
+    reg: RegKind = "none"
+    params: dict[str, Scalar] = Field(default_factory=dict, description="fixed hyperparameters")
+    space: dict[str, ParamSpace] = Field(default_factory=dict, description="overrides search.space")
+
+    @field_validator("params", "space")
+    @classmethod
+    def _known(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(SEARCHABLE))
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {list(SEARCHABLE)}")
+        return value
+
+
+class TrainingSpec(_Strict):
+    """Defaults for every variant (the paper's Table 2 settings go here)."""
+
+    hidden: int = Field(32, ge=1, le=1024)
+    bias: bool = True
+    init_scale: float = Field(0.5, gt=0)
+    optimizer: OptimizerKind = "sgd"
+    batch_size: int | None = Field(32, ge=1, description="null trains full batch")
+    epochs: int = Field(100, ge=1, le=100_000)
+    max_steps: int | None = Field(None, ge=1)
+    dtype: Literal["float32", "float64"] = "float32"
+    device: str = "auto"
+    trace_every: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    lam: float = Field(0.0, ge=0)
+    alpha: float = Field(0.01, gt=0)
+    scope: RegScope = "output"
+    rho: float = Field(1.0, gt=0)
+    rho_u: float = Field(1.0, gt=0)
+    tikhonov_beta: Union[Literal["paper", "bound"], float] = "paper"
+    tikhonov_lambda1: float = Field(1.0, ge=0)
+    tikhonov_lambda2: float = Field(1.0, ge=0)
+
+
+class Objective(_Strict):
+    metric: Literal[OBJECTIVE_METRICS] = "test_metric"  # type: ignore[valid-type]
+    direction: Literal["maximize", "minimize", "auto"] = Field(
+        "auto", description="auto: maximize accuracy, minimize MSE/loss/time, maximize sparsity")
+
+
+class SearchSpec(_Strict):
+    algorithm: Literal["grid", "random", "tpe", "cmaes", "nsga2"] = "grid"
+    space: dict[str, ParamSpace] = Field(default_factory=dict)
+    n_trials: int | None = Field(None, ge=1, le=100_000,
+                                 description="configurations per variant (not for grid)")
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=4)
+    sampler_seed: int = Field(0, ge=0)
+    round_size: int | None = Field(None, ge=1, description="configurations asked per round (adaptive samplers)")
+
+    @field_validator("space")
+    @classmethod
+    def _known(cls, value: dict) -> dict:
+        unknown = sorted(set(value) - set(SEARCHABLE))
+        if unknown:
+            raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {list(SEARCHABLE)}")
+        return value
+
+
+class AshaSpec(_Strict):
+    grace_epochs: int = Field(5, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+class ExecutionSpec(_Strict):
+    pack_size: int = Field(64, ge=1, le=4096, description="members trained together in one Ray Tune trial")
+    cpus_per_pack: float = Field(1.0, gt=0)
+    gpus_per_pack: float = Field(0.0, ge=0, description="fractional GPUs per pack")
+    max_failures: int = Field(2, ge=0, le=10, description="Ray Tune retries of a failed pack")
+    scheduler: Literal["none", "asha"] = "none"
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+    ray_address: str | None = Field(None, description="join this Ray cluster (else RAY_ADDRESS or local)")
+    time_budget_s: float | None = Field(None, gt=0)
+    inject_failure: dict[str, int] | None = Field(
+        None, description="chaos testing: {'pack': i, 'times': n} makes pack i raise n times")
+
+
+class ExperimentSpec(_Strict):
+    name: str = Field(min_length=1, max_length=128, examples=["iris-table3"])
+    description: str = Field("", max_length=4000)
+    dataset: DatasetSpec
+    variants: list[VariantSpec] = Field(min_length=1, max_length=32)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    seeds: Union[int, list[int]] = Field(1, description="a count (seeds 0..n-1) or explicit seeds")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: Union[int, list[int]]) -> Union[int, list[int]]:
+        if isinstance(value, int):
+            if not 1 <= value <= 1000:
+                raise ValueError("seeds: a count between 1 and 1000")
+        elif not value or len(set(value)) != len(value) or min(value) < 0 or len(value) > 1000:
+            raise ValueError("seeds: 1 to 1000 distinct non-negative integers")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentSpec":
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variants: names must be unique")
+        algo = self.search.algorithm
+        if algo == "grid":
+            for i, v in enumerate(self.variants):
+                for key, dist in self.space_for(v).items():
+                    if not isinstance(dist, Choice):
+                        raise ValueError(f"search.space.{key}: grid search needs 'grid' or 'choice' values "
+                                         f"(variant {v.name!r} gets a {dist.type!r} range)")
+        elif self.search.n_trials is None:
+            raise ValueError(f"search.n_trials: required for algorithm {algo!r}")
+        if algo == "nsga2" and len(self.search.objectives) < 2:
+            raise ValueError("search.objectives: nsga2 is multi-objective; give two or more")
+        if algo in ("tpe", "cmaes") and len(self.search.objectives) > 1:
+            raise ValueError(f"search.objectives: {algo} optimises one objective; use nsga2 for several")
+        for i, v in enumerate(self.variants):
+            try:
+                self.pack_config_for(v, {}, [self.member_config_for(v, {}, 0)])
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"variants[{i}] ({v.name}): {first['msg']}") from None
+        return self
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+    @property
+    def fold_list(self) -> list[int | None]:
+        return list(range(self.dataset.cv_folds)) if self.dataset.cv_folds else [None]
+
+    def space_for(self, variant: VariantSpec) -> dict[str, Any]:
+        """The search space of one variant: global space plus its overrides, minus the
+        hyperparameters the variant fixes or does not use (e.g. alpha for a plain GRU)."""
+        merged = {**self.search.space, **variant.space}
+        fixed = set(variant.params) - set(variant.space)
+        optimizer = variant.params.get("optimizer", self.training.optimizer)
+        return {k: d for k, d in merged.items()
+                if k not in fixed and _relevant(k, variant.reg, str(optimizer))}
+
+    def member_config_for(self, variant: VariantSpec, params: dict[str, Any], seed: int) -> MemberConfig:
+        values = {k: getattr(self.training, k) for k in MEMBER_PARAMS}
+        values.update({k: v for k, v in variant.params.items() if k in MEMBER_PARAMS})
+        values.update({k: v for k, v in params.items() if k in MEMBER_PARAMS})
+        if variant.reg == "none":
+            values["lam"] = 0.0
+        return MemberConfig(reg=variant.reg, scope=self.training.scope, seed=seed, **values)
+
+    def pack_settings_for(self, variant: VariantSpec, params: dict[str, Any]) -> dict[str, Any]:
+        """Pack-level settings of a configuration (the grouping key of packs)."""
+        t = self.training
+        values: dict[str, Any] = {
+            "family": variant.family, "hidden": t.hidden, "bias": t.bias, "init_scale": t.init_scale,
+            "optimizer": t.optimizer, "batch_size": t.batch_size, "epochs": t.epochs,
+            "max_steps": t.max_steps, "dtype": t.dtype, "device": t.device, "trace_every": t.trace_every,
+        }
+        values.update({k: v for k, v in variant.params.items() if k in PACK_PARAMS})
+        values.update({k: v for k, v in params.items() if k in PACK_PARAMS})
+        return values
+
+    def pack_config_for(self, variant: VariantSpec, params: dict[str, Any],
+                        members: list[MemberConfig]) -> PackConfig:
+        return PackConfig(members=members, **self.pack_settings_for(variant, params))
+
+    def objective_directions(self, task_kind: str) -> list[str]:
+        out = []
+        for obj in self.search.objectives:
+            if obj.direction != "auto":
+                out.append(obj.direction)
+            elif obj.metric in ("test_metric", "train_metric"):
+                out.append("maximize" if task_kind == "classification" else "minimize")
+            elif obj.metric.startswith("sparsity"):
+                out.append("maximize")
+            else:
+                out.append("minimize")
+        return out
+
+    def configurations_per_variant(self, variant: VariantSpec) -> int:
+        if self.search.algorithm == "grid":
+            return math.prod(len(d.values) for d in self.space_for(variant).values())
+        return int(self.search.n_trials or 1)
+
+    def count_trials(self) -> int:
+        """Planned number of trials: configurations x seeds x folds, summed over variants."""
+        reps = len(self.seed_list) * len(self.fold_list)
+        return sum(self.configurations_per_variant(v) for v in self.variants) * reps
+
+
+def _relevant(param: str, reg: str, optimizer: str) -> bool:
+    if param == "lam":
+        return reg != "none"
+    if param == "alpha":
+        return reg == "sl1"
+    if param in ("rho", "rho_u"):
+        return optimizer == "projected_gd"
+    if param.startswith("tikhonov_"):
+        return reg == "tikhonov"
+    return True
+
+
+def load_spec(text: str, fmt: Literal["yaml", "json"] = "yaml") -> ExperimentSpec:
+    """Parse and validate a spec from YAML or JSON text (raises ValueError / ValidationError)."""
+    try:
+        data = yaml.safe_load(text) if fmt == "yaml" else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"spec is not valid {fmt}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("spec must be a mapping at the top level")
+    return ExperimentSpec.model_validate(data)

@@ -1,0 +1,1 @@
+"""FastAPI service, persistence and the runner; knows nothing of tensors."""

@@ -1,0 +1,144 @@
+"""The FastAPI application factory.
+
+``create_app(settings)`` opens the :class:`service.store.Store` (migrating the schema), mounts one
+router per resource under ``/api/v1`` (health and metrics at the root) and, when
+``settings.runner_in_process`` is set (``rnnhpo serve`` without ``--no-runner``), runs the queue
+runner in a background thread for the life of the app.
+
+Uvicorn can build it directly: ``uvicorn --factory service.api.app:create_app`` (settings from
+the ``RNNHPO_*`` environment).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service.settings import Settings
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger("rnnhpo.api")
+
+TAGS = [
+    {"name": "experiments", "description": "Submit, list, inspect, cancel and delete experiments."},
+    {"name": "trials", "description": "Trials of an experiment, their final metrics and traces."},
+    {"name": "compare", "description": "Paper-style tables (Table 3/5): mean ± std over seeds per variant."},
+    {"name": "plots", "description": "PNG figures rendered headless with matplotlib."},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+
+class MetricsState:
+    """A private Prometheus registry per app (several apps may live in one test process)."""
+
+    def __init__(self, store, runner=None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.store, self.runner = store, runner
+        self.registry = CollectorRegistry()
+        self.requests = Counter("rnnhpo_http_requests", "HTTP requests", ["method", "route", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("rnnhpo_http_request_seconds", "HTTP request latency", ["method", "route"],
+                                 registry=self.registry)
+        self.experiments = Gauge("rnnhpo_experiments", "Experiments by status", ["status"],
+                                 registry=self.registry)
+        self.runner_events = Gauge("rnnhpo_runner_experiments", "Experiments handled by the in-process runner",
+                                   ["outcome"], registry=self.registry)
+
+    def refresh(self) -> None:
+        for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+            try:
+                _, total = self.store.list_experiments(status=status, limit=1)
+            except Exception:  # noqa: BLE001 - a scrape never fails on the database
+                continue
+            self.experiments.labels(status=status).set(total)
+        if self.runner is not None:
+            st = self.runner.stats
+            for outcome in ("claimed", "succeeded", "failed", "cancelled", "requeued"):
+                self.runner_events.labels(outcome=outcome).set(getattr(st, outcome))
+
+
+def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
+    """Build the app. ``store`` may be injected (tests); else one is opened on ``settings.database_url``."""
+    settings = settings or Settings()
+    settings.ensure_dirs()
+    if store is None:
+        from service.store import Store
+
+        store = Store(settings.database_url)
+
+    runner = None
+    if settings.runner_in_process:
+        from service.runner import Runner
+
+        runner = Runner(settings, store=store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if runner is not None:
+            runner.start_in_thread()
+            log.info("in-process runner %s started", runner.runner_id)
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop(timeout=30)
+
+    app = FastAPI(
+        title="rnnhpo",
+        version="1.0.0",
+        summary="Distributed hyperparameter search for regularized recurrent networks (SL1-GRU and baselines).",
+        description=(
+            "Submit an experiment spec (JSON or YAML); a durable queue runner trains every trial "
+            "on Ray and stores per-iteration convergence traces in SQL. Query trials and traces, "
+            "compare variants in the paper's table layout, and render the paper's figures.\n\n"
+            "Mutating routes need `Authorization: Bearer <token>` when `RNNHPO_API_TOKEN` is set."),
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.runner = runner
+    app.state.metrics = MetricsState(store, runner)
+
+    from service.api import compare, experiments, health, plots, trials
+
+    app.include_router(health.router)
+    for module in (experiments, trials, compare, plots):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _install_handlers(app)
+    _install_metrics_middleware(app)
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    from service import store as store_mod
+
+    not_found = getattr(store_mod, "NotFound", None)
+    running = getattr(store_mod, "ExperimentRunning", None)
+    if not_found is not None:
+        @app.exception_handler(not_found)
+        async def _nf(_request: Request, exc: Exception):
+            return JSONResponse({"detail": str(exc) or "not found"}, status_code=404)
+    if running is not None:
+        @app.exception_handler(running)
+        async def _running(_request: Request, exc: Exception):
+            return JSONResponse({"detail": str(exc) or "experiment is running"}, status_code=409)
+
+
+def _install_metrics_middleware(app: FastAPI) -> None:
+    metrics: MetricsState = app.state.metrics
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "<unmatched>")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        metrics.latency.labels(request.method, path).observe(time.perf_counter() - t0)
+        return response

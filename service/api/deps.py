@@ -1,0 +1,59 @@
+"""Dependencies injected into the routers, as ``Annotated`` aliases.
+
+``SettingsDep`` and ``StoreDep`` come from ``app.state`` (set by :func:`service.api.app.create_app`);
+``AuthDep`` guards mutating routes with a bearer token when ``RNNHPO_API_TOKEN`` is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from service.store import Store
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> "Store":
+    return request.app.state.store
+
+
+def get_runner(request: Request) -> Any:
+    """The in-process runner, or None when runners are separate processes."""
+    return getattr(request.app.state, "runner", None)
+
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer $RNNHPO_API_TOKEN` "
+                                                   "(required on mutating routes when a token is configured)")
+
+
+def require_token(
+    settings: Annotated[Settings, Depends(get_settings)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    expected = settings.token
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if credentials is None or credentials.scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), expected.encode("utf-8")):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            detail="missing or invalid bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated["Store", Depends(get_store)]
+RunnerDep = Annotated[Any, Depends(get_runner)]
+AuthDep = Annotated[None, Depends(require_token)]
+
+__all__ = ["SettingsDep", "StoreDep", "RunnerDep", "AuthDep", "get_settings", "get_store",
+           "require_token"]

@@ -1,0 +1,76 @@
+"""``SqlResultSink``: the :class:`search.sink.ResultSink` of one experiment, backed by SQL.
+
+It holds only the URL and the experiment id, so it pickles cheaply and Ray can ship it to worker
+processes. The :class:`~service.store.Store` behind it is created lazily on first use in each
+process, with ``migrate=False`` (the service migrates once at start-up), and shared by every sink
+for the same URL in that process (one engine / connection pool per URL per process).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from search.sink import TrialPlan, TrialRecord
+from service.store import Store
+
+_STORES: dict[tuple[str, int], Store] = {}
+_LOCK = threading.Lock()
+
+
+def _store_for(url: str) -> Store:
+    key = (url, os.getpid())
+    with _LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = Store(url, migrate=False)
+        return store
+
+
+class SqlResultSink:
+    """Results of experiment ``experiment_id`` go to the database at ``url``."""
+
+    def __init__(self, url: str, experiment_id: str):
+        self.url = str(url)
+        self.experiment_id = experiment_id
+        self._store: Store | None = None
+
+    def __repr__(self) -> str:
+        return f"SqlResultSink(experiment_id={self.experiment_id!r})"
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = _store_for(self.url)
+        return self._store
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "experiment_id": self.experiment_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.url = state["url"]
+        self.experiment_id = state["experiment_id"]
+        self._store = None
+
+    # ResultSink --------------------------------------------------------------------------------
+
+    def register_trials(self, plans: list[TrialPlan]) -> dict[int, int]:
+        return self.store.register_trials(self.experiment_id, plans)
+
+    def finished_trials(self) -> dict[int, dict[str, Any]]:
+        return self.store.finished_trials(self.experiment_id)
+
+    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
+        self.store.pack_started(trial_ids, pack_id, attempt, device)
+
+    def record_trial(self, trial_id: int, record: TrialRecord) -> None:
+        self.store.record_trial(trial_id, record)
+
+    def trial_failed(self, trial_id: int, error: str) -> None:
+        self.store.trial_failed(trial_id, error)
+
+    # convenience for the runner ------------------------------------------------------------
+
+    def cancel_requested(self) -> bool:
+        return self.store.cancel_requested(self.experiment_id)

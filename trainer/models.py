@@ -1,0 +1,340 @@
+"""Packed recurrent models: K members of one architecture, parameters stacked on a leading axis.
+
+All parameters of a pack live in ONE flat buffer of shape ``(K, P)``; every named parameter is
+a view ``(K, *shape)`` into it (see :class:`Layout`). Norms, penalties and updates are then one
+operation each on the whole pack, and each member's math only ever touches its own row, so a
+pack gives the same numbers as K separate runs.
+
+Conventions (internal, "x @ W" form; ``trainer.weights`` exports the paper's ``W x`` form):
+
+* ``gru``  - ``Wx (D, 3H)`` gates [z, r, h~], ``Wh_zr (H, 2H)``, ``Wh_h (H, H)``, ``b (3H)``,
+  ``W_out (H, C)``, ``b_out (C)``.  z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br),
+  h~ = tanh(x Wh + (r*h) Wh~ + bh), h' = (1-z) h + z h~  (paper eq. 2-5 / Algorithm 1).
+* ``lstm`` - ``Wx (D, 4H)``, ``Wh (H, 4H)`` gates [i, f, c~, o], ``b (4H)``, ``W_out``, ``b_out``.
+* ``rnn``  - ``Wx (D, H)``, ``Wh (H, H)``, ``b (H)``, ``W_out``, ``b_out``; h' = tanh(x Wx + h Wh + b).
+* ``diag_rnn`` - ``U (D, H)``, ``w (H)`` (diagonal recurrence), ``W_out (H, C)``; no biases;
+  h' = tanh(w*h + x U), y = h_T W_out / sqrt(H).
+
+``bias=False`` drops the gate biases and ``b_out`` (eq. 7-10). Output is linear; the softmax of
+classification lives in the loss. ``gru``, ``rnn`` and ``diag_rnn`` have a hand-written backward
+through time (checked against autograd in the tests); ``lstm`` uses autograd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    shape: tuple[int, ...]
+    kind: str  # "in" | "rec" | "bias" | "out" | "out_bias"
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+class Layout:
+    """Where each named parameter lives in the flat ``(K, P)`` buffer."""
+
+    def __init__(self, specs: list[ParamSpec]):
+        self.specs = specs
+        self.offsets: dict[str, tuple[int, int]] = {}
+        off = 0
+        for s in specs:
+            self.offsets[s.name] = (off, off + s.numel)
+            off += s.numel
+        self.P = off
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        K = flat.shape[0]
+        return {s.name: flat[:, a:b].view(K, *s.shape)
+                for s in self.specs for (a, b) in [self.offsets[s.name]]}
+
+    def flatten(self, grads: dict[str, Tensor]) -> Tensor:
+        K = next(iter(grads.values())).shape[0]
+        return torch.cat([grads[s.name].reshape(K, -1) for s in self.specs], dim=1)
+
+    def mask(self, kinds: tuple[str, ...]) -> np.ndarray:
+        m = np.zeros(self.P, dtype=bool)
+        for s in self.specs:
+            if s.kind in kinds:
+                a, b = self.offsets[s.name]
+                m[a:b] = True
+        return m
+
+    def slice(self, name: str) -> slice:
+        a, b = self.offsets[name]
+        return slice(a, b)
+
+
+def _zeros(x: Tensor, K: int, B: int, H: int) -> Tensor:
+    return torch.zeros(K, B, H, dtype=x.dtype, device=x.device)
+
+
+def _input_projection(x: Tensor, W: Tensor) -> Tensor:
+    """x (B,T,D) shared or (K,B,T,D) per member, W (K,D,G) -> (K,B,T,G) in one (b)mm."""
+    K, D, G = W.shape
+    if x.dim() == 3:
+        B, T, _ = x.shape
+        return torch.matmul(x.reshape(1, B * T, D), W).view(K, B, T, G)
+    _, B, T, _ = x.shape
+    return torch.bmm(x.reshape(K, B * T, D), W).view(K, B, T, G)
+
+
+def _input_grad(x: Tensor, dA: Tensor) -> Tensor:
+    """dW for the input projection: x^T dA, (K,D,G)."""
+    K, B, T, G = dA.shape
+    D = x.shape[-1]
+    if x.dim() == 3:
+        return torch.matmul(x.reshape(1, B * T, D).transpose(1, 2), dA.reshape(K, B * T, G))
+    return torch.bmm(x.reshape(K, B * T, D).transpose(1, 2), dA.reshape(K, B * T, G))
+
+
+class Family:
+    name = ""
+    manual = True
+    n_gates = 1
+
+    def __init__(self, n_in: int, hidden: int, n_out: int, bias: bool = True):
+        self.D, self.H, self.C, self.bias = n_in, hidden, n_out, bias
+        self.layout = Layout(self.specs())
+
+    def specs(self) -> list[ParamSpec]:
+        D, H, C, G = self.D, self.H, self.C, self.n_gates
+        s = [ParamSpec("Wx", (D, G * H), "in"), ParamSpec("Wh", (H, G * H), "rec")]
+        if self.bias:
+            s.append(ParamSpec("b", (G * H,), "bias"))
+        s.append(ParamSpec("W_out", (H, C), "out"))
+        if self.bias:
+            s.append(ParamSpec("b_out", (C,), "out_bias"))
+        return s
+
+    # -- initialisation ---------------------------------------------------------------------
+    def init_member(self, seed: int, a: float) -> np.ndarray:
+        """All P parameters of one member, U[-a, a], drawn in layout order from its own seed."""
+        g = torch.Generator().manual_seed(int(seed))
+        return ((torch.rand(self.layout.P, generator=g, dtype=torch.float64) * 2 - 1) * a).numpy()
+
+    def init(self, seeds: list[int], a: float, dtype: torch.dtype, device) -> Tensor:
+        arr = np.stack([self.init_member(s, a) for s in seeds])
+        return torch.as_tensor(arr, dtype=dtype, device=device).contiguous()
+
+    # -- forward / backward -----------------------------------------------------------------
+    def _readout(self, p: dict[str, Tensor], h: Tensor) -> Tensor:
+        if self.bias:
+            return torch.baddbmm(p["b_out"].unsqueeze(1), h, p["W_out"])
+        return torch.bmm(h, p["W_out"])
+
+    def _readout_backward(self, p, hT, dout, grads) -> Tensor:
+        grads["W_out"] = torch.bmm(hT.transpose(1, 2), dout)
+        if self.bias:
+            grads["b_out"] = dout.sum(1)
+        return torch.bmm(dout, p["W_out"].transpose(1, 2))
+
+    def forward(self, p: dict[str, Tensor], x: Tensor, keep: bool = False):
+        raise NotImplementedError
+
+    def backward(self, p: dict[str, Tensor], x: Tensor, cache, dout: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class GRU(Family):
+    name = "gru"
+    n_gates = 3
+
+    def specs(self):
+        D, H, C = self.D, self.H, self.C
+        s = [ParamSpec("Wx", (D, 3 * H), "in"), ParamSpec("Wh_zr", (H, 2 * H), "rec"),
+             ParamSpec("Wh_h", (H, H), "rec")]
+        if self.bias:
+            s.append(ParamSpec("b", (3 * H,), "bias"))
+        s.append(ParamSpec("W_out", (H, C), "out"))
+        if self.bias:
+            s.append(ParamSpec("b_out", (C,), "out_bias"))
+        return s
+
+    def forward(self, p, x, keep=False):
+        H = self.H
+        xp = _input_projection(x, p["Wx"])
+        if self.bias:
+            xp = xp + p["b"][:, None, None, :]
+        K, B, T, _ = xp.shape
+        h = _zeros(xp, K, B, H)
+        Wzr, Whh = p["Wh_zr"], p["Wh_h"]
+        cache = []
+        for t in range(T):
+            xt = xp[:, :, t]
+            zr = torch.sigmoid(torch.baddbmm(xt[..., :2 * H], h, Wzr))
+            z, r = zr[..., :H], zr[..., H:]
+            rh = r * h
+            c = torch.tanh(torch.baddbmm(xt[..., 2 * H:], rh, Whh))
+            hn = h + z * (c - h)
+            if keep:
+                cache.append((h, zr, rh, c))
+            h = hn
+        return self._readout(p, h), (cache, h)
+
+    def backward(self, p, x, cache, dout):
+        steps, hT = cache
+        H = self.H
+        grads: dict[str, Tensor] = {}
+        dh = self._readout_backward(p, hT, dout, grads)
+        K, B, _ = dh.shape
+        T = len(steps)
+        WzrT, WhhT = p["Wh_zr"].transpose(1, 2), p["Wh_h"].transpose(1, 2)
+        dA = torch.empty(K, B, T, 3 * H, dtype=dh.dtype, device=dh.device)
+        for t in range(T - 1, -1, -1):
+            h, zr, rh, c = steps[t]
+            z, r = zr[..., :H], zr[..., H:]
+            dah = dh * z * (1 - c * c)
+            drh = torch.bmm(dah, WhhT)
+            dzr = torch.cat((dh * (c - h), drh * h), dim=-1) * zr * (1 - zr)
+            dh = torch.baddbmm(dh * (1 - z) + drh * r, dzr, WzrT)
+            dA[:, :, t, :2 * H] = dzr
+            dA[:, :, t, 2 * H:] = dah
+        hprev = torch.stack([s[0] for s in steps], dim=2).reshape(K, B * T, H).transpose(1, 2)
+        rhs = torch.stack([s[2] for s in steps], dim=2).reshape(K, B * T, H).transpose(1, 2)
+        grads["Wx"] = _input_grad(x, dA)
+        grads["Wh_zr"] = torch.bmm(hprev, dA[..., :2 * H].reshape(K, B * T, 2 * H))
+        grads["Wh_h"] = torch.bmm(rhs, dA[..., 2 * H:].reshape(K, B * T, H))
+        if self.bias:
+            grads["b"] = dA.sum((1, 2))
+        return grads
+
+
+class RNN(Family):
+    name = "rnn"
+    n_gates = 1
+
+    def forward(self, p, x, keep=False):
+        xp = _input_projection(x, p["Wx"])
+        if self.bias:
+            xp = xp + p["b"][:, None, None, :]
+        K, B, T, H = xp.shape
+        h = _zeros(xp, K, B, H)
+        hs = [h]
+        for t in range(T):
+            h = torch.tanh(torch.baddbmm(xp[:, :, t], h, p["Wh"]))
+            hs.append(h)
+        return self._readout(p, h), (hs if keep else None, h)
+
+    def backward(self, p, x, cache, dout):
+        hs, hT = cache
+        grads: dict[str, Tensor] = {}
+        dh = self._readout_backward(p, hT, dout, grads)
+        K, B, H = dh.shape
+        T = len(hs) - 1
+        WhT = p["Wh"].transpose(1, 2)
+        dA = torch.empty(K, B, T, H, dtype=dh.dtype, device=dh.device)
+        for t in range(T - 1, -1, -1):
+            h = hs[t + 1]
+            da = dh * (1 - h * h)
+            dA[:, :, t] = da
+            dh = torch.bmm(da, WhT)
+        hprev = torch.stack(hs[:-1], dim=2).reshape(K, B * T, H).transpose(1, 2)
+        grads["Wx"] = _input_grad(x, dA)
+        grads["Wh"] = torch.bmm(hprev, dA.reshape(K, B * T, H))
+        if self.bias:
+            grads["b"] = dA.sum((1, 2))
+        return grads
+
+
+class LSTM(Family):
+    """Gates [i, f, c~, o]: c' = f*c + i*c~, h' = o*tanh(c'). Backward by autograd."""
+
+    name = "lstm"
+    n_gates = 4
+    manual = False
+
+    def forward(self, p, x, keep=False):
+        xp = _input_projection(x, p["Wx"])
+        if self.bias:
+            xp = xp + p["b"][:, None, None, :]
+        K, B, T, G = xp.shape
+        H = G // 4
+        h = _zeros(xp, K, B, H)
+        c = _zeros(xp, K, B, H)
+        for t in range(T):
+            a = torch.baddbmm(xp[:, :, t], h, p["Wh"])
+            ifo = torch.sigmoid(a)
+            i, f, o = ifo[..., :H], ifo[..., H:2 * H], ifo[..., 3 * H:]
+            g = torch.tanh(a[..., 2 * H:3 * H])
+            c = f * c + i * g
+            h = o * torch.tanh(c)
+        return self._readout(p, h), None
+
+
+class DiagRNN(Family):
+    """Diagonal Elman RNN (rnn-gd-convergence paper): h' = tanh(w*h + x U), y = h_T W_out / sqrt(m).
+
+    Symmetric initialisation: for the first m/2 units w_i ~ U[-a, a], U[:, i] ~ U[-a, a] and
+    readout entries ~ uniform {-1, +1}; unit i + m/2 copies w_i and U[:, i] with the readout
+    negated, so the initial output is exactly 0.
+    """
+
+    name = "diag_rnn"
+    bias_free = True
+
+    def __init__(self, n_in, hidden, n_out, bias=True):
+        super().__init__(n_in, hidden, n_out, bias=False)
+        self.scale = 1.0 / math.sqrt(hidden)
+
+    def specs(self):
+        D, H, C = self.D, self.H, self.C
+        return [ParamSpec("U", (D, H), "in"), ParamSpec("w", (H,), "rec"), ParamSpec("W_out", (H, C), "out")]
+
+    def init_member(self, seed, a):
+        D, H, C = self.D, self.H, self.C
+        m2 = H // 2
+        g = torch.Generator().manual_seed(int(seed))
+        U = (torch.rand(D, m2, generator=g, dtype=torch.float64) * 2 - 1) * a
+        w = (torch.rand(m2, generator=g, dtype=torch.float64) * 2 - 1) * a
+        c = torch.randint(0, 2, (m2, C), generator=g).to(torch.float64) * 2 - 1
+        U, w, c = torch.cat([U, U], 1), torch.cat([w, w]), torch.cat([c, -c], 0)
+        return torch.cat([U.reshape(-1), w, c.reshape(-1)]).numpy()
+
+    def forward(self, p, x, keep=False):
+        xp = _input_projection(x, p["U"])
+        K, B, T, H = xp.shape
+        w = p["w"].unsqueeze(1)
+        h = _zeros(xp, K, B, H)
+        hs = [h]
+        for t in range(T):
+            h = torch.tanh(torch.addcmul(xp[:, :, t], w, h))
+            hs.append(h)
+        return torch.bmm(h, p["W_out"]) * self.scale, (hs if keep else None, h)
+
+    def backward(self, p, x, cache, dout):
+        hs, hT = cache
+        dout = dout * self.scale
+        grads = {"W_out": torch.bmm(hT.transpose(1, 2), dout)}
+        dh = torch.bmm(dout, p["W_out"].transpose(1, 2))
+        K, B, H = dh.shape
+        T = len(hs) - 1
+        w = p["w"].unsqueeze(1)
+        dA = torch.empty(K, B, T, H, dtype=dh.dtype, device=dh.device)
+        for t in range(T - 1, -1, -1):
+            h = hs[t + 1]
+            da = dh * (1 - h * h)
+            dA[:, :, t] = da
+            dh = da * w
+        hprev = torch.stack(hs[:-1], dim=2)
+        grads["U"] = _input_grad(x, dA)
+        grads["w"] = (hprev * dA).sum((1, 2))
+        return grads
+
+
+FAMILIES: dict[str, type[Family]] = {"gru": GRU, "lstm": LSTM, "rnn": RNN, "diag_rnn": DiagRNN}
+
+
+def make_family(name: str, n_in: int, hidden: int, n_out: int, bias: bool = True) -> Family:
+    return FAMILIES[name](n_in, hidden, n_out, bias)

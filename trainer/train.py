@@ -1,0 +1,275 @@
+"""The packed training loop: ``train_pack(task, config) -> PackResult``.
+
+One code path for K = 1 and K > 1. Per step: gather each member's minibatch (its own data
+order), forward + backward through time for the whole pack, add the per-member penalty
+gradient, take the per-member optimizer step, mask members that diverged or were stopped,
+record the trace row on the device. Per epoch: evaluate train/test metrics and the full
+training-set E, copy the trace to the host, call ``on_epoch``.
+
+Losses (eq. 11 / 15): classification E_data = mean softmax cross-entropy over the batch;
+regression E_data = 1/(2N) sum_n ||y_hat_n - t_n||^2 (linear output). E = E_data + penalty.
+The reported metric is accuracy, or MSE = mean over samples and outputs of (y_hat - t)^2 (eq. 43).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+import torch
+
+from trainer.config import PackConfig
+from trainer.models import Family, make_family
+from trainer.optimizers import Optimizer
+from trainer.regularizers import Penalty
+from trainer.result import DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, MemberResult, PackResult
+from trainer.tasks import Task
+from trainer.trace import SPARSITY_EPS, TraceRecorder, member_trace
+from trainer.weights import export_weights
+
+Tensor = torch.Tensor
+OnEpoch = Callable[[int, dict], Optional[Iterable[int]]]
+
+#: Samples per forward chunk when evaluating on a whole split.
+EVAL_CHUNK = 4096
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def data_loss(out: Tensor, y: Tensor, kind: str, need_dout: bool = True):
+    """Per-member data loss (K,) of a batch and, optionally, dE_data/d out (K, B, C)."""
+    K, B, _ = out.shape
+    if kind == "classification":
+        if y.dim() == 1:
+            y = y.expand(K, -1)
+        logp = torch.log_softmax(out, dim=-1)
+        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+        if not need_dout:
+            return loss, None
+        dout = logp.exp()
+        dout.scatter_add_(-1, y.unsqueeze(-1), torch.full((K, B, 1), -1.0, dtype=out.dtype, device=out.device))
+        return loss, dout / B
+    diff = out - y
+    loss = 0.5 * (diff * diff).sum(-1).mean(1)
+    return loss, (diff / B if need_dout else None)
+
+
+class _Pack:
+    """The state of one training run (kept together so helpers stay small)."""
+
+    def __init__(self, task: Task, config: PackConfig):
+        self.task, self.config = task, config
+        self.device = resolve_device(config.device)
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        self.K = config.size
+        self.family: Family = make_family(config.family, task.n_inputs, config.hidden, task.n_outputs,
+                                          config.bias)
+        lay = self.family.layout
+        self.flat = self.family.init([m.seed for m in config.members], config.init_scale, self.dtype,
+                                     self.device)
+        self.p = lay.views(self.flat)
+        self.penalty = Penalty(self.family, config.members, self.dtype, self.device)
+        self.opt = Optimizer(config, self.family, self.flat)
+        self.grad_mask = None
+        if config.family == "diag_rnn" and not config.train_readout:
+            self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
+        self.out_sl = lay.slice("W_out")
+        wm = lay.mask(("in", "rec", "out"))
+        self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
+        self.cls = task.kind == "classification"
+        ydt = torch.int64 if self.cls else self.dtype
+        t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
+        self.x_train, self.y_train = t(task.x_train, self.dtype), t(task.y_train, ydt)
+        self.x_test, self.y_test = t(task.x_test, self.dtype), t(task.y_test, ydt)
+        if not self.cls and self.y_train.dim() == 1:
+            self.y_train, self.y_test = self.y_train[:, None], self.y_test[:, None]
+
+    # -- one gradient evaluation ------------------------------------------------------------
+    def data_grad(self, xb: Tensor, yb: Tensor):
+        fam, kind = self.family, self.task.kind
+        if fam.manual:
+            out, cache = fam.forward(self.p, xb, keep=True)
+            loss, dout = data_loss(out, yb, kind)
+            return loss, fam.layout.flatten(fam.backward(self.p, xb, cache, dout))
+        with torch.enable_grad():
+            leaf = self.flat.detach().requires_grad_(True)
+            out, _ = fam.forward(fam.layout.views(leaf), xb)
+            loss, _ = data_loss(out, yb, kind, need_dout=False)
+            (g,) = torch.autograd.grad(loss.sum(), leaf)
+        return loss.detach(), g
+
+    # -- evaluation on a whole split ---------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(data loss (K,), metric (K,)) on a whole split, in chunks."""
+        N = x.shape[0]
+        loss_sum = torch.zeros(self.K, dtype=self.dtype, device=self.device)
+        metric_sum = torch.zeros_like(loss_sum)
+        for a in range(0, N, EVAL_CHUNK):
+            xb, yb = x[a:a + EVAL_CHUNK], y[a:a + EVAL_CHUNK]
+            out, _ = self.family.forward(self.p, xb)
+            loss, _ = data_loss(out, yb, self.task.kind, need_dout=False)
+            n = xb.shape[0]
+            loss_sum += loss * n
+            if self.cls:
+                metric_sum += (out.argmax(-1) == yb).to(self.dtype).sum(1)
+            else:
+                metric_sum += ((out - yb) ** 2).mean(-1).sum(1)
+        return loss_sum / N, metric_sum / N
+
+    def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
+        small = flat.abs() < SPARSITY_EPS
+        return (small[:, self.out_sl].to(self.dtype).mean(1),
+                small[:, self.weight_idx].to(self.dtype).mean(1))
+
+
+def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = None) -> PackResult:
+    """Train the K members of ``config`` on ``task`` at once; see the module docstring."""
+    st = _Pack(task, config)
+    K, flat, dev = st.K, st.flat, st.device
+    N = st.x_train.shape[0]
+    B = N if config.batch_size is None else min(config.batch_size, N)
+    full_batch = B >= N
+    steps_per_epoch = math.ceil(N / B)
+    order_rngs = [np.random.default_rng([m.seed, 1]) for m in config.members]
+    active = torch.ones(K, dtype=torch.bool, device=dev)
+    diverged = torch.zeros(K, dtype=torch.bool, device=dev)
+    div_step = torch.full((K,), -1, dtype=torch.int64, device=dev)
+    stopped_rows: list[int | None] = [None] * K  # trace rows kept for members stopped by on_epoch
+    stopped_epochs: list[int | None] = [None] * K
+    recorder = TraceRecorder(K)
+    epoch_rows: list[dict[str, np.ndarray]] = []
+    projected = config.optimizer == "projected_gd"
+    zero = torch.zeros((), dtype=st.dtype, device=dev)
+    step, epoch = 0, 0
+    t0 = time.perf_counter()
+
+    while True:
+        if config.epochs is not None and epoch >= config.epochs:
+            break
+        if config.max_steps is not None and step >= config.max_steps:
+            break
+        if not full_batch:
+            perms = torch.as_tensor(np.stack([r.permutation(N) for r in order_rngs]), device=dev)
+        for s in range(steps_per_epoch):
+            if config.max_steps is not None and step >= config.max_steps:
+                break
+            if full_batch:
+                xb, yb = st.x_train, st.y_train
+            else:
+                idx = perms[:, s * B:(s + 1) * B]
+                xb, yb = st.x_train[idx], st.y_train[idx]
+            dloss, g = st.data_grad(xb, yb)
+            pen, pg = st.penalty.value_and_grad(flat)
+            if pg is not None:
+                g = g + pg
+            if st.grad_mask is not None:
+                g = g * st.grad_mask
+            loss = dloss + pen
+            gnorm = torch.linalg.vector_norm(g, dim=1)
+            finite = torch.isfinite(loss) & torch.isfinite(gnorm)
+            newly = active & ~finite
+            diverged |= newly
+            div_step = torch.where(newly, step, div_step)
+            active = active & finite
+            gout = torch.linalg.vector_norm(g[:, st.out_sl], dim=1)
+            wnorm = torch.linalg.vector_norm(flat, dim=1)
+            sp_out, sp_all = st.sparsity(flat)
+            delta = torch.where(active.unsqueeze(1), st.opt.step(flat, g), zero)
+            if projected:
+                old = flat.clone()
+                flat.add_(delta)
+                st.opt.project(flat)
+                delta = flat - old
+            else:
+                flat.add_(delta)
+            unorm = torch.linalg.vector_norm(delta, dim=1)
+            recorder.record(step, epoch, torch.stack(
+                (loss, dloss, pen, gnorm, gout, wnorm, unorm, sp_out, sp_all)))
+            step += 1
+        # -- end of epoch ----------------------------------------------------------------
+        tr_loss, tr_metric = st.evaluate(st.x_train, st.y_train)
+        _, te_metric = st.evaluate(st.x_test, st.y_test)
+        tr_pen, _ = st.penalty.value_and_grad(flat, need_grad=False)
+        recorder.flush()
+        host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
+        row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
+               "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
+               "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
+        epoch_rows.append(row)
+        if on_epoch is not None:
+            stop = on_epoch(epoch, {c: row[c].copy() for c in EPOCH_COLUMNS})
+            for k in (stop or ()):
+                k = int(k)
+                if stopped_rows[k] is None:
+                    stopped_rows[k], stopped_epochs[k] = step, epoch
+                    active[k] = False
+        epoch += 1
+        if not bool(active.any()):
+            break
+    wall = time.perf_counter() - t0
+    return _assemble(st, config, recorder, epoch_rows, diverged.cpu().numpy(), div_step.cpu().numpy(),
+                     stopped_rows, stopped_epochs, step, wall)
+
+
+def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows, diverged, div_step,
+              stopped_rows, stopped_epochs, total_steps, wall) -> PackResult:
+    stats, steps = recorder.arrays()
+    flat_np = st.flat.detach().cpu().to(torch.float64).numpy()
+    members = []
+    for k, mc in enumerate(config.members):
+        if diverged[k]:
+            n_rows, n_updates = int(div_step[k]) + 1, int(div_step[k])
+            last_epoch = int(steps[div_step[k], 1]) if len(steps) else 0
+        elif stopped_rows[k] is not None:
+            n_rows = n_updates = stopped_rows[k]
+            last_epoch = stopped_epochs[k]
+        else:
+            n_rows = n_updates = total_steps
+            last_epoch = len(epoch_rows) - 1
+        trace = member_trace(stats, steps, k, n_rows, mc.lr, config.trace_every)
+        rows = epoch_rows[:last_epoch + 1]
+        epochs = {c: np.asarray([r[c][k] for r in rows]) for c in EPOCH_COLUMNS}
+        last = rows[-1] if rows else None
+        w = flat_np[k]
+        small = np.abs(w) < SPARSITY_EPS
+        out_sl = st.out_sl
+        w_idx = st.weight_idx.cpu().numpy()
+        final = {
+            "loss": float(last["train_loss"][k]) if last else float("nan"),
+            "data_loss": float(last["_data_loss"][k]) if last else float("nan"),
+            "penalty": float(last["_penalty"][k]) if last else float("nan"),
+            "train_metric": float(last["train_metric"][k]) if last else float("nan"),
+            "test_metric": float(last["test_metric"][k]) if last else float("nan"),
+            "sparsity_out": float(small[out_sl].mean()),
+            "sparsity_all": float(small[w_idx].mean()),
+            "weight_norm": float(np.linalg.norm(w)),
+            "steps": int(n_updates),
+            "epochs": int(len(rows)),
+            "wall_time": float(wall),
+        }
+        loss_full = stats[:n_rows, 0, k]
+        gn = stats[:n_rows, 3, k]
+        un = stats[:n_updates, 6, k]
+        finite_gn = gn[np.isfinite(gn)]
+        tail = un[-max(1, len(un) // 10):] if len(un) else un
+        diagnostics = {
+            "monotonicity_violations": int(np.sum(loss_full[1:] > loss_full[:-1])),
+            "grad_norm_ratio": float(finite_gn[-1] / finite_gn[0]) if len(finite_gn) and finite_gn[0] > 0
+            else float("nan"),
+            "update_norm_tail": float(tail.mean()) if len(tail) else float("nan"),
+            "diverged": bool(diverged[k]),
+            "diverged_at_step": int(div_step[k]) if diverged[k] else -1,
+            "pruned": stopped_rows[k] is not None,
+        }
+        assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
+        members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
+                                    diagnostics=diagnostics, weights=export_weights(st.family, w)))
+    return PackResult(members=members, wall_time=wall, device=str(st.device), family=config.family,
+                      pack_size=st.K)
