@@ -225,6 +225,7 @@ class _Run:
             target = ex.inject_failure.get("pack", 0)
             if 0 <= target < len(jobs):
                 jobs[target].inject_failures = ex.inject_failure.get("times", 1)
+                jobs[target].extra["inject_mode"] = "exit" if ex.inject_failure.get("exit") else "raise"
         self.packs_total += len(jobs)
         self.emit()
         number_of = {ids[p.number]: p for p in plans}

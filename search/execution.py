@@ -8,6 +8,7 @@ through the sink in bulk, once per trial; ``tune.report`` carries only a small s
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,8 @@ def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
     for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
         sink.record_trial(trial_id, member_record(member, result, job, attempt))
         if attempt < job.inject_failures and index == 0:
+            if job.extra.get("inject_mode") == "exit":
+                os._exit(13)  # the worker process dies as if killed
             raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
         value = member.final.get(job.objective)
         if value is not None and np.isfinite(value) and not member.diverged:

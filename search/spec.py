@@ -168,7 +168,8 @@ class ExecutionSpec(_Strict):
     ray_address: str | None = Field(None, description="join this Ray cluster (else RAY_ADDRESS or local)")
     time_budget_s: float | None = Field(None, gt=0)
     inject_failure: dict[str, int] | None = Field(
-        None, description="chaos testing: {'pack': i, 'times': n} makes pack i raise n times")
+        None, description="chaos testing: {'pack': i, 'times': n} makes pack i fail n times after "
+                          "storing its first member ('exit': 1 kills the worker process instead of raising)")
 
 
 class ExperimentSpec(_Strict):

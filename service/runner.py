@@ -238,43 +238,10 @@ class Runner:
     def _cancel_probe(self, exp_id: str, hb: _Heartbeat) -> Callable[[], bool]:
         """``should_cancel`` for the driver: stop requested, claim lost, or cancel in the database
         (the database is asked at most every ``cancel_poll_s`` seconds)."""
-        state = {"t": 0.0, "v": False}
-        lock = threading.Lock()
-
-        def should_cancel() -> bool:
-            if self._stop.is_set() or hb.lost.is_set():
-                return True
-            with lock:
-                now = time.monotonic()
-                if not state["v"] and now - state["t"] >= self.settings.cancel_poll_s:
-                    state["t"] = now
-                    state["v"] = self._cancel_flag(exp_id)
-                return state["v"]
-
-        return should_cancel
+        return _CancelProbe(self, exp_id, hb)
 
     def _progress_cb(self, exp_id: str) -> Callable[[Any], None]:
-        accepts = _set_progress_kwargs(self.store)
-
-        def progress(p) -> None:
-            url = _attr(p, "dashboard_url", None)
-            if url:
-                self.stats.dashboard_url = url
-            info = {k: _attr(p, k, None) for k in ("trials_total", "trials_done", "packs_total",
-                                                    "packs_done", "eta_s", "elapsed_s", "dashboard_url")}
-            self.stats.last_progress = {"experiment_id": exp_id, **info}
-            kwargs: dict[str, Any] = {}
-            for key in ("eta_s", "dashboard_url", "packs_total", "packs_done"):
-                if key in accepts:
-                    kwargs[key] = info[key]
-            try:
-                self.store.set_progress(exp_id, total=int(info["trials_total"] or 0),
-                                        done=int(info["trials_done"] or 0), best=_attr(p, "best", None),
-                                        **kwargs)
-            except Exception:  # noqa: BLE001 - progress is best effort; results are in the sink
-                log.exception("experiment %s: set_progress failed", exp_id)
-
-        return progress
+        return _ProgressRecorder(self, exp_id)
 
     def _record_summary(self, exp_id: str, summary) -> None:
         try:
@@ -283,6 +250,66 @@ class Runner:
                                     best=_attr(summary, "best", None))
         except Exception:  # noqa: BLE001
             log.exception("experiment %s: final set_progress failed", exp_id)
+
+
+class _DriverCallback:
+    """Base of the callables handed to the driver. Ray Tune pickles its stoppers and callbacks
+    (with whatever they close over) into its experiment state; these pickle to inert no-ops
+    instead of failing on the runner's locks and database connections."""
+
+    _live = False
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._live = False
+
+
+class _CancelProbe(_DriverCallback):
+    def __init__(self, runner: "Runner", exp_id: str, hb: _Heartbeat):
+        self._live = True
+        self.runner, self.exp_id, self.hb = runner, exp_id, hb
+        self._lock = threading.Lock()
+        self._t, self._v = 0.0, False
+
+    def __call__(self) -> bool:
+        if not self._live:
+            return False
+        if self.runner._stop.is_set() or self.hb.lost.is_set():
+            return True
+        with self._lock:
+            now = time.monotonic()
+            if not self._v and now - self._t >= self.runner.settings.cancel_poll_s:
+                self._t = now
+                self._v = self.runner._cancel_flag(self.exp_id)
+            return self._v
+
+
+class _ProgressRecorder(_DriverCallback):
+    def __init__(self, runner: "Runner", exp_id: str):
+        self._live = True
+        self.runner, self.exp_id = runner, exp_id
+        self.accepts = _set_progress_kwargs(runner.store)
+
+    def __call__(self, p) -> None:
+        if not self._live:
+            return
+        runner, exp_id = self.runner, self.exp_id
+        url = _attr(p, "dashboard_url", None)
+        if url:
+            runner.stats.dashboard_url = url
+        info = {k: _attr(p, k, None) for k in ("trials_total", "trials_done", "packs_total",
+                                                "packs_done", "eta_s", "elapsed_s", "dashboard_url")}
+        runner.stats.last_progress = {"experiment_id": exp_id, **info}
+        kwargs: dict[str, Any] = {k: info[k] for k in ("eta_s", "dashboard_url", "packs_total", "packs_done")
+                                  if k in self.accepts}
+        try:
+            runner.store.set_progress(exp_id, total=int(info["trials_total"] or 0),
+                                      done=int(info["trials_done"] or 0), best=_attr(p, "best", None),
+                                      **kwargs)
+        except Exception:  # noqa: BLE001 - progress is best effort; results are in the sink
+            log.exception("experiment %s: set_progress failed", exp_id)
 
 
 def _set_progress_kwargs(store) -> set[str]:

@@ -19,6 +19,15 @@ _STORES: dict[tuple[str, int], Store] = {}
 _LOCK = threading.Lock()
 
 
+def _reset_lock_in_child() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
+
+
 def _store_for(url: str) -> Store:
     key = (url, os.getpid())
     with _LOCK:
@@ -60,6 +69,11 @@ class SqlResultSink:
 
     def finished_trials(self) -> dict[int, dict[str, Any]]:
         return self.store.finished_trials(self.experiment_id)
+
+    def trial_states(self) -> dict[int, dict[str, Any]]:
+        views, _ = self.store.list_trials(self.experiment_id, limit=1_000_000)
+        return {v.number: {"status": v.status, "variant": v.variant, "params": v.params, "seed": v.seed,
+                           "fold": v.fold, "final": v.final or {}} for v in views}
 
     def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
         self.store.pack_started(trial_ids, pack_id, attempt, device)

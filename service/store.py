@@ -592,19 +592,27 @@ class Store:
             return
         dbapi = conn.connection.dbapi_connection
         names = ", ".join(("trial_id",) + columns)
+        base_error = self.engine.dialect.loaded_dbapi.Error
         if self.dialect == "postgresql":
-            with dbapi.cursor() as cur:
-                with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                    for chunk in _pg_copy_chunks(trial_id, n, cols, columns, ints):
-                        copy.write(chunk)
+            sql = f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)"
         else:
-            marks = ", ".join("?" * (len(columns) + 1))
-            rows = zip(repeat(trial_id, n), *(cols[c].tolist() for c in columns))
-            cur = dbapi.cursor()
-            try:
-                cur.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)
-            finally:
-                cur.close()
+            sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * (len(columns) + 1))})"
+        try:
+            if self.dialect == "postgresql":
+                with dbapi.cursor() as cur:
+                    with cur.copy(sql) as copy:
+                        for chunk in _pg_copy_chunks(trial_id, n, cols, columns, ints):
+                            copy.write(chunk)
+            else:
+                rows = zip(repeat(trial_id, n), *(cols[c].tolist() for c in columns))
+                cur = dbapi.cursor()
+                try:
+                    cur.executemany(sql, rows)
+                finally:
+                    cur.close()
+        except base_error as exc:  # raw driver errors -> the usual sqlalchemy.exc classes
+            raise sa.exc.DBAPIError.instance(sql, None, exc, base_error,
+                                             dialect=self.engine.dialect) from exc
 
     def trial_failed(self, trial_id: int, error: str) -> None:
         with self._write() as conn:

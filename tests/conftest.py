@@ -41,3 +41,16 @@ def pg_url():
 def sqlite_url(tmp_path):
     """SQLAlchemy URL of a SQLite file private to one test."""
     return f"sqlite:///{tmp_path / 'rnnhpo.db'}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """A real local Ray, started once per test session (``ray.init`` costs seconds and ~400 MB)."""
+    import ray
+
+    from search.ray_runtime import ensure_ray
+
+    os.environ.setdefault("RNNHPO_VAR_DIR", str(tmp_path_factory.mktemp("var")))
+    url = ensure_ray(num_cpus=2)
+    yield url
+    ray.shutdown()

@@ -57,6 +57,10 @@ class Penalty:
         out_mask = lay.mask(("out",))
         weight_mask = lay.mask(("in", "rec", "out"))
         scope = np.stack([weight_mask if m.scope == "all" else out_mask for m in members]).astype(float)
+        # closed-form penalties only touch the columns some member penalises (W_out alone by default)
+        used = np.flatnonzero(scope.any(0))
+        self.cols = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 0)
+        scope = scope[:, self.cols]
 
         def coef(kind):
             lam = np.array([m.lam if m.reg == kind else 0.0 for m in members])
@@ -79,9 +83,11 @@ class Penalty:
         self.K = K
 
     def value_and_grad(self, flat: Tensor, need_grad: bool = True):
-        """Returns (penalty (K,), gradient (K, P) or None)."""
+        """Returns (penalty (K,), [(column slice, gradient (K, cols)), ...]); add each part in place."""
         pen = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
         grad = None
+        full = flat
+        flat = flat[:, self.cols]
         if self.c_l1 is not None:
             pen = pen + (self.c_l1 * flat.abs()).sum(1)
             if need_grad:
@@ -96,6 +102,8 @@ class Penalty:
             if need_grad:
                 g = self.c_sl1 * h_alpha_grad(flat, self.alpha)
                 grad = g if grad is None else grad + g
+        grads = [] if grad is None else [(self.cols, grad)]
+        flat = full
         if self.has_tik:
             if need_grad:
                 with torch.enable_grad():
@@ -103,11 +111,11 @@ class Penalty:
                     r = self.tikhonov(leaf)
                     (g,) = torch.autograd.grad(r.sum(), leaf)
                 r = r.detach()
-                grad = g if grad is None else grad + g
+                grads.append((slice(0, flat.shape[1]), g))
             else:
                 r = self.tikhonov(flat)
             pen = pen + r
-        return pen, grad
+        return pen, grads
 
     def tikhonov(self, flat: Tensor) -> Tensor:
         p = self.family.layout.views(flat)
@@ -117,7 +125,7 @@ class Penalty:
 
 def _norm(W: Tensor, spectral: Tensor) -> Tensor:
     fro = torch.linalg.matrix_norm(W, ord="fro")
-    if bool(spectral.any()):
+    if spectral.is_cpu and bool(spectral.any()) or not spectral.is_cpu:
         spec = torch.linalg.matrix_norm(W, ord=2)
         return torch.where(spectral, spec, fro)
     return fro

@@ -82,6 +82,7 @@ class _Pack:
         self.out_sl = lay.slice("W_out")
         wm = lay.mask(("in", "rec", "out"))
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
+        self.weight_share = torch.as_tensor(wm / wm.sum(), dtype=self.dtype, device=self.device)
         self.cls = task.kind == "classification"
         ydt = torch.int64 if self.cls else self.dtype
         t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
@@ -124,9 +125,8 @@ class _Pack:
         return loss_sum / N, metric_sum / N
 
     def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
-        small = flat.abs() < SPARSITY_EPS
-        return (small[:, self.out_sl].to(self.dtype).mean(1),
-                small[:, self.weight_idx].to(self.dtype).mean(1))
+        small = (flat.abs() < SPARSITY_EPS).to(self.dtype)
+        return small[:, self.out_sl].mean(1), small @ self.weight_share
 
 
 def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = None) -> PackResult:
@@ -167,8 +167,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
                 xb, yb = st.x_train[idx], st.y_train[idx]
             dloss, g = st.data_grad(xb, yb)
             pen, pg = st.penalty.value_and_grad(flat)
-            if pg is not None:
-                g = g + pg
+            for sl, part in pg:
+                g[:, sl] += part
             if st.grad_mask is not None:
                 g = g * st.grad_mask
             loss = dloss + pen

@@ -112,7 +112,24 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
         app.include_router(module.router, prefix=API_PREFIX)
     _install_handlers(app)
     _install_metrics_middleware(app)
+    _install_openapi(app, experiments)
     return app
+
+
+def _install_openapi(app: FastAPI, experiments_module) -> None:
+    """Add the spec's nested models (referenced by the submit body) to components/schemas."""
+    original = app.openapi
+
+    def openapi():
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, sub in getattr(experiments_module._openapi_body, "defs", {}).items():
+            comps.setdefault(name, sub)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_handlers(app: FastAPI) -> None:

@@ -97,10 +97,25 @@ def get_engine(url: str | URL) -> Engine:
         return engine
 
 
+def _after_fork_in_child() -> None:
+    # A forked child must not touch (or close) the parent's pooled connections: forget them
+    # without closing; the child builds its own engines on first use (cache keyed by pid).
+    global _CACHE_LOCK
+    _CACHE_LOCK = threading.Lock()  # the parent's may have been held by another thread
+    for (_, pid), engine in list(_CACHE.items()):
+        if pid != os.getpid():
+            engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def dispose_engines() -> None:
     """Dispose and forget every cached engine of this process (tests, shutdown)."""
     with _CACHE_LOCK:
         for (_, pid), engine in list(_CACHE.items()):
             if pid == os.getpid():
                 engine.dispose()
-        _CACHE.clear()
+        for key in [k for k in _CACHE if k[1] == os.getpid()]:
+            del _CACHE[key]

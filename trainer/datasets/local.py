@@ -50,7 +50,12 @@ def _check_columns(spec: DatasetSpec, path: Path, df, expected: list[str]) -> No
     missing = [c for c in expected if c not in df.columns]
     if missing:
         raise DatasetError(
-            f"{spec.name}: {path} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}")
+            f"{spec.name}: {path} lacks {len(missing)} expected column(s) ({_few(missing)}); "
+            f"found {_few(list(map(str, df.columns)))}")
+
+
+def _few(items: list[str], k: int = 4) -> str:
+    return ", ".join(items[:k]) + (f", ... ({len(items)} in all)" if len(items) > k else "")
 
 
 def _numeric(spec: DatasetSpec, path: Path, df, cols) -> None:

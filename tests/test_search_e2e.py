@@ -1,0 +1,162 @@
+"""The search layer end to end on a real local Ray, storing into SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from search.driver import run_experiment
+from search.spec import ExperimentSpec
+from service.sink import SqlResultSink
+from service.store import Store
+
+pytestmark = pytest.mark.slow
+
+STEPS_PER_EPOCH = math.ceil(105 / 32)  # iris: 105 training samples, batch 32
+
+
+def make_spec(**overrides) -> ExperimentSpec:
+    data = {
+        "name": "e2e",
+        "dataset": {"name": "iris"},
+        "variants": [{"name": "GRU", "family": "gru"}, {"name": "SL1-GRU", "family": "gru", "reg": "sl1"}],
+        "training": {"epochs": 3, "hidden": 8, "batch_size": 32, "lam": 5e-4},
+        "search": {"algorithm": "grid", "space": {"lr": {"type": "grid", "values": [0.005, 0.05]}}},
+        "seeds": 2,
+        "execution": {"pack_size": 64, "max_failures": 2},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return ExperimentSpec.model_validate(data)
+
+
+def start(url: str, spec: ExperimentSpec) -> tuple[Store, str, SqlResultSink]:
+    store = Store(url)
+    exp_id = store.create_experiment(spec.name, spec.model_dump(mode="json"), n_trials_total=spec.count_trials())
+    return store, exp_id, SqlResultSink(url, exp_id)
+
+
+def all_trials(store: Store, exp_id: str):
+    views, total = store.list_trials(exp_id, limit=10_000)
+    assert total == len(views)
+    return views
+
+
+def assert_one_complete_trace_each(store: Store, exp_id: str, epochs: int) -> None:
+    for t in all_trials(store, exp_id):
+        assert t.status == "completed", (t.number, t.status, t.error)
+        trace = store.get_trace(t.id)
+        assert len(trace["step"]) == epochs * STEPS_PER_EPOCH
+        assert np.array_equal(trace["step"], np.arange(epochs * STEPS_PER_EPOCH))
+        assert store.trace_row_count(trial_id=t.id) == epochs * STEPS_PER_EPOCH
+        assert len(store.get_epochs(t.id)["epoch"]) == epochs
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'e2e.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_grid_runs_exactly_the_grid_and_stores_every_trace(ray_local, db_url):
+    spec = make_spec()
+    store, exp_id, sink = start(db_url, spec)
+    seen = []
+    summary = run_experiment(spec, sink, progress=seen.append)
+    assert summary.trials_done == spec.count_trials() == 8 and summary.n_failed == 0
+    trials = all_trials(store, exp_id)
+    visited = {(t.variant, t.params["lr"], t.seed) for t in trials}
+    assert visited == set(itertools.product(["GRU", "SL1-GRU"], [0.005, 0.05], [0, 1]))
+    assert_one_complete_trace_each(store, exp_id, epochs=3)
+    assert seen[-1].trials_done == 8 and seen[-1].packs_done == seen[-1].packs_total
+    assert summary.best is not None and summary.best["metric"] == "test_metric"
+    best_trial = max((t for t in trials), key=lambda t: t.test_metric)
+    assert summary.best["value"] == pytest.approx(best_trial.test_metric)
+
+
+def test_packed_and_one_per_trial_give_identical_metrics(ray_local, tmp_path):
+    results = {}
+    for pack_size in (64, 1):
+        spec = make_spec(training={"dtype": "float64"}, execution={"pack_size": pack_size})
+        store, exp_id, sink = start(f"sqlite:///{tmp_path / f'p{pack_size}.db'}", spec)
+        run_experiment(spec, sink)
+        trials = all_trials(store, exp_id)
+        assert len({t.pack_id for t in trials}) == (2 if pack_size == 64 else 8)
+        results[pack_size] = {(t.variant, t.params["lr"], t.seed): (t.train_metric, t.test_metric, t.loss)
+                              for t in trials}
+    assert results[64].keys() == results[1].keys()
+    for key, packed in results[64].items():
+        assert packed == pytest.approx(results[1][key], abs=1e-10)
+
+
+@pytest.mark.parametrize("exit_worker", [False, True], ids=["raise", "kill-worker"])
+def test_failed_pack_is_retried_and_leaves_one_trace_per_trial(ray_local, db_url, exit_worker):
+    spec = make_spec(execution={"inject_failure": {"pack": 0, "times": 1, "exit": int(exit_worker)}})
+    store, exp_id, sink = start(db_url, spec)
+    summary = run_experiment(spec, sink)
+    assert summary.n_failed == 0
+    trials = all_trials(store, exp_id)
+    assert max(t.attempt for t in trials) == 1  # pack 0 ran twice
+    assert_one_complete_trace_each(store, exp_id, epochs=3)
+
+
+def test_pack_failing_past_its_retries_marks_its_trials_failed(ray_local, tmp_path):
+    spec = make_spec(execution={"inject_failure": {"pack": 0, "times": 5}, "max_failures": 1})
+    store, exp_id, sink = start(f"sqlite:///{tmp_path / 'f.db'}", spec)
+    summary = run_experiment(spec, sink)
+    trials = all_trials(store, exp_id)
+    failed = [t for t in trials if t.status == "failed"]
+    assert summary.n_failed == len(failed) > 0
+    assert all(t.status == "completed" for t in trials if t not in failed)
+
+
+def test_cancelled_run_resumes_without_duplicates(ray_local, tmp_path):
+    spec = make_spec(execution={"pack_size": 2})
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store, exp_id, sink = start(url, spec)
+    packs_done = []
+
+    def cancel_after_first_pack() -> bool:
+        return len(packs_done) >= 1
+
+    first = run_experiment(spec, sink, progress=lambda p: packs_done.append(p.packs_done) if p.packs_done else None,
+                           should_cancel=cancel_after_first_pack)
+    assert first.cancelled
+    done_before = [t for t in all_trials(store, exp_id) if t.status == "completed"]
+    assert 0 < len(done_before) < 8
+    second = run_experiment(spec, SqlResultSink(url, exp_id))
+    assert not second.cancelled and second.trials_done == 8
+    trials = all_trials(store, exp_id)
+    assert len(trials) == 8
+    assert_one_complete_trace_each(store, exp_id, epochs=3)
+    unchanged = {t.id: t.pack_id for t in done_before}
+    assert all(t.pack_id == unchanged[t.id] for t in trials if t.id in unchanged)
+
+
+def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
+    spec = make_spec(
+        variants=[{"name": "SL1-GRU", "family": "gru", "reg": "sl1"}], seeds=1,
+        search={"algorithm": "nsga2", "n_trials": 8, "round_size": 4,
+                "space": {"lr": {"type": "log", "low": 1e-3, "high": 1e-1},
+                          "lam": {"type": "log", "low": 1e-4, "high": 1e-1}},
+                "objectives": [{"metric": "test_metric", "direction": "maximize"},
+                               {"metric": "sparsity_all", "direction": "minimize"}]})
+    store, exp_id, sink = start(f"sqlite:///{tmp_path / 'n.db'}", spec)
+    summary = run_experiment(spec, sink)
+    trials = all_trials(store, exp_id)
+    assert len(trials) == 8
+    points = [(t.test_metric, t.sparsity_all) for t in trials]
+    front = [tuple(p["values"]) for p in summary.pareto]
+    assert front
+
+    def dominated(p):
+        return any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)
+
+    assert set(front) == {p for p in points if not dominated(p)}

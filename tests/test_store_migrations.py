@@ -1,0 +1,124 @@
+"""Alembic migrations: tables, round trip, coexistence with other apps' tables."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from service.db import Base, current_revision, downgrade, get_engine, head_revision, upgrade
+from service.db.engine import dispose_engines, make_engine
+from service.db.migrate import VERSION_TABLE
+from service.db.models import EpochMetric, TracePoint
+from service.store import Store
+from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+
+TABLES = {"rnnhpo_experiments", "rnnhpo_trials", "rnnhpo_trace_points", "rnnhpo_epoch_metrics"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request):
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        dispose_engines()
+        return
+    import psycopg
+
+    base_url = request.getfixturevalue("pg_url")
+    name = f"rnnhpo_stm_{uuid.uuid4().hex[:12]}"
+    admin = base_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield base_url.rsplit("/", 1)[0] + f"/{name}"
+    dispose_engines()
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tables(url) -> set[str]:
+    return set(sa.inspect(get_engine(url)).get_table_names())
+
+
+def test_migrations_create_the_tables(url):
+    assert current_revision(url) is None
+    Store(url)
+    assert _tables(url) == TABLES | {VERSION_TABLE}
+    assert current_revision(url) == head_revision() == "0001_initial"
+    insp = sa.inspect(get_engine(url))
+    # the migration and the models describe the same columns, keys and indexes
+    for table in Base.metadata.sorted_tables:
+        assert [c["name"] for c in insp.get_columns(table.name)] == [c.name for c in table.columns]
+        assert insp.get_pk_constraint(table.name)["constrained_columns"] == [
+            c.name for c in table.primary_key.columns]
+    assert [c["name"] for c in insp.get_columns("rnnhpo_trace_points")][1:] == list(TRACE_COLUMNS)
+    assert [c["name"] for c in insp.get_columns("rnnhpo_epoch_metrics")][1:] == list(EPOCH_COLUMNS)
+    idx = {i["name"]: i["column_names"] for i in insp.get_indexes("rnnhpo_trials")}
+    assert idx["ix_rnnhpo_trials_experiment_status"] == ["experiment_id", "status"]
+    assert idx["ix_rnnhpo_trials_experiment_variant"] == ["experiment_id", "variant"]
+    fks = insp.get_foreign_keys("rnnhpo_trace_points")
+    assert fks[0]["referred_table"] == "rnnhpo_trials" and fks[0]["options"].get("ondelete") == "CASCADE"
+
+
+def test_model_columns_follow_trainer_result():
+    assert tuple(c.name for c in TracePoint.__table__.columns)[1:] == TRACE_COLUMNS
+    assert tuple(c.name for c in EpochMetric.__table__.columns)[1:] == EPOCH_COLUMNS
+
+
+def test_downgrade_base_then_upgrade(url):
+    store = Store(url)
+    store.create_experiment("before", {})
+    downgrade(url, "base")
+    assert _tables(url) & TABLES == set()
+    assert current_revision(url) is None
+    upgrade(url)
+    assert _tables(url) >= TABLES
+    store = Store(url)                                   # migrate=True again: a no-op
+    assert store.list_experiments() == ([], 0)
+    exp = store.create_experiment("after", {})
+    assert store.get_experiment(exp).name == "after"
+
+
+def test_other_apps_tables_are_left_alone(url):
+    """Optuna keeps its own ``alembic_version``; ours is ``rnnhpo_alembic_version``."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+            conn.execute(sa.text("INSERT INTO alembic_version VALUES ('v3.0.0.d')"))
+            conn.execute(sa.text("CREATE TABLE studies (study_id INTEGER PRIMARY KEY)"))
+        Store(url)
+        downgrade(url, "base")
+        upgrade(url)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "v3.0.0.d"
+        assert {"alembic_version", "studies"} <= _tables(url)
+    finally:
+        engine.dispose()
+
+
+def test_store_without_migrate_does_not_create_tables(url):
+    Store(url, migrate=False)
+    assert _tables(url) & TABLES == set()
+
+
+def test_sqlite_pragmas_and_parent_dir(tmp_path):
+    url = f"sqlite:///{tmp_path / 'deep' / 'er' / 'x.db'}"
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+        assert (tmp_path / "deep" / "er" / "x.db").exists()
+    finally:
+        engine.dispose()
+
+
+def test_plain_postgresql_url_uses_psycopg():
+    from service.db.engine import normalize_url
+
+    assert normalize_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///x.db").drivername == "sqlite"
+    with pytest.raises(ValueError, match="unsupported"):
+        make_engine("mysql://u@h/db")
