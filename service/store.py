@@ -302,6 +302,31 @@ def _pg_copy_chunks(trial_id: int, n: int, cols: dict[str, np.ndarray],
     yield _PG_COPY_TRAILER
 
 
+def _parse_pg_binary(data: bytes, names: list[str], ints: tuple[str, ...]
+                     ) -> dict[str, np.ndarray] | None:
+    """Parse a binary ``COPY ... TO STDOUT`` of int4/float8 columns into numpy arrays; ``None``
+    when the payload has NULLs or unexpected field sizes (the caller then falls back)."""
+    if len(data) < 21 or not data.startswith(b"PGCOPY\n\xff\r\n\x00"):
+        return None
+    (ext,) = struct.unpack(">i", data[15:19])
+    body = memoryview(data)[19 + ext: len(data) - 2]
+    fields: list[tuple[str, str]] = [("nf", ">i2")]
+    for j, c in enumerate(names):
+        fields += [(f"l{j}", ">i4"), (f"v{j}", ">i4" if c in ints else ">f8")]
+    dtype = np.dtype(fields)
+    if len(body) % dtype.itemsize:
+        return None
+    rec = np.frombuffer(body, dtype=dtype)
+    if rec.size and not np.all(rec["nf"] == len(names)):
+        return None
+    out: dict[str, np.ndarray] = {}
+    for j, c in enumerate(names):
+        if rec.size and not np.all(rec[f"l{j}"] == (4 if c in ints else 8)):
+            return None
+        out[c] = rec[f"v{j}"].astype(np.int64 if c in ints else np.float64)
+    return out
+
+
 # --------------------------------------------------------------------------------------- store
 
 
@@ -661,7 +686,8 @@ class Store:
         return names
 
     @staticmethod
-    def _to_arrays(rows: list, names: list[str]) -> dict[str, np.ndarray]:
+    def _to_arrays(rows: list, names: list[str], ints: tuple[str, ...] = _TRACE_INT
+                   ) -> dict[str, np.ndarray]:
         if rows:
             a = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
         else:
@@ -669,15 +695,63 @@ class Store:
         out = {}
         for j, name in enumerate(names):
             col = a[:, j]
-            out[name] = col.astype(np.int64) if name in _TRACE_INT and not np.isnan(col).any() else col
+            out[name] = col.astype(np.int64) if name in ints and not np.isnan(col).any() else col
         return out
+
+    def _fetch(self, conn: Connection, sql: str, names: list[str],
+               ints: tuple[str, ...] = _TRACE_INT) -> dict[str, np.ndarray]:
+        """Run ``sql`` (parameters already inlined as int literals) on the raw driver connection
+        and return numpy columns. PostgreSQL: ``COPY (...) TO STDOUT (FORMAT BINARY)`` parsed
+        with numpy (no Python object per value); SQLite: ``fetchall`` + ``np.array``."""
+        dbapi = conn.connection.dbapi_connection
+        if self.dialect == "postgresql":
+            with dbapi.cursor() as cur:
+                with cur.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)") as copy:
+                    data = b"".join(bytes(block) for block in copy)
+            parsed = _parse_pg_binary(data, names, ints)
+            if parsed is not None:
+                return parsed
+            with dbapi.cursor() as cur:  # NULLs present (rows not written by this store)
+                rows = cur.execute(sql).fetchall()
+        else:
+            cur = dbapi.cursor()
+            try:
+                rows = cur.execute(sql).fetchall()
+            finally:
+                cur.close()
+        return self._to_arrays(rows, names, ints)
+
+    @staticmethod
+    def _scalar(conn: Connection, sql: str) -> Any:
+        # raw cursor without parameters: '%' in the SQL is the modulo operator, not a placeholder
+        cur = conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(sql)
+            return cur.fetchone()[0]
+        finally:
+            cur.close()
+
+    @staticmethod
+    def _trace_where(trial_id: int, every: int) -> str:
+        where = f"trial_id = {int(trial_id)}"
+        if every > 1:
+            where += (f" AND (step % {int(every)} = 0 OR step = (SELECT max(step) FROM "
+                      f"rnnhpo_trace_points WHERE trial_id = {int(trial_id)}))")
+        return where
+
+    def _read_snapshot(self):
+        """A read transaction seeing one snapshot across statements (count, then rows)."""
+        conn = self.engine.connect()
+        if self.dialect == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        return conn
 
     def get_trace(self, trial_id: int, *, metrics: list[str] | None = None, every: int = 1,
                   max_points: int | None = None) -> dict[str, np.ndarray]:
         """The trial's trace as arrays (``step`` always included), ordered by step and
         down-sampled in SQL: ``every`` keeps ``step % every == 0``, ``max_points`` caps the
-        number of rows by an even stride; the last point is always kept. Empty arrays when the
-        trial has no trace."""
+        number of rows by an even stride over the (``every``-filtered) rows; the last point is
+        always kept. Empty arrays when the trial has no trace."""
         names = self._metric_names(metrics)
         every = int(every)
         if every < 1:
@@ -685,24 +759,25 @@ class Store:
         if max_points is not None and int(max_points) < 1:
             raise ValueError("max_points must be >= 1")
         cols = ", ".join(names)
-        params: dict[str, Any] = {"t": int(trial_id), "every": every}
-        where = "trial_id = :t"
-        if every > 1:
-            where += (" AND (step % :every = 0 OR step = (SELECT max(step) FROM "
-                      "rnnhpo_trace_points WHERE trial_id = :t))")
-        if max_points is None:
-            sql = f"SELECT {cols} FROM rnnhpo_trace_points WHERE {where} ORDER BY step"
-        else:
-            mp = int(max_points)
-            params["mp1"] = mp - 1
-            # stride s = ceil((n-1)/(mp-1)) = (n-2)/(mp-1)+1 in integer arithmetic (n >= 1)
-            keep = "rn = n" if mp == 1 else "(rn - 1) % ((n - 2) / :mp1 + 1) = 0 OR rn = n"
-            sql = (f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY step) AS rn, "
-                   f"count(*) OVER () AS n FROM rnnhpo_trace_points WHERE {where}) sub "
-                   f"WHERE {keep} ORDER BY step")
-        with self._read() as conn:
-            rows = conn.execute(sa.text(sql), params).all()
-        return self._to_arrays(rows, names)
+        where = self._trace_where(trial_id, every)
+        plain = f"SELECT {cols} FROM rnnhpo_trace_points WHERE {where} ORDER BY step"
+        with self._read_snapshot() as conn:
+            with conn.begin():
+                if max_points is None:
+                    return self._fetch(conn, plain, names)
+                mp = int(max_points)
+                n = int(self._scalar(conn, f"SELECT count(*) FROM rnnhpo_trace_points WHERE {where}"))
+                if n <= mp:
+                    return self._fetch(conn, plain, names)
+                if mp == 1:
+                    sql = (f"SELECT {cols} FROM rnnhpo_trace_points WHERE {where} "
+                           "ORDER BY step DESC LIMIT 1")
+                else:
+                    stride = -(-(n - 1) // (mp - 1))  # ceil((n-1)/(mp-1)) -> at most mp rows
+                    sql = (f"SELECT {cols} FROM (SELECT {cols}, row_number() OVER (ORDER BY step)"
+                           f" AS rn FROM rnnhpo_trace_points WHERE {where}) sub "
+                           f"WHERE (rn - 1) % {stride} = 0 OR rn = {n} ORDER BY step")
+                return self._fetch(conn, sql, names)
 
     def iter_trace(self, trial_id: int, *, metrics: list[str] | None = None, every: int = 1,
                    chunk_rows: int = 50_000) -> Iterator[dict[str, np.ndarray]]:
@@ -710,36 +785,31 @@ class Store:
         key: each chunk is one short query, no server-side cursor held between chunks).
         ``every`` as in :meth:`get_trace` (the last point is kept)."""
         names = self._metric_names(metrics)
-        every = int(every)
+        every, chunk_rows = int(every), int(chunk_rows)
         if every < 1 or chunk_rows < 1:
             raise ValueError("every and chunk_rows must be >= 1")
         cols = ", ".join(names)
-        where = "trial_id = :t AND step > :after"
-        if every > 1:
-            where += (" AND (step % :every = 0 OR step = (SELECT max(step) FROM "
-                      "rnnhpo_trace_points WHERE trial_id = :t))")
-        sql = sa.text(f"SELECT {cols} FROM rnnhpo_trace_points WHERE {where} "
-                      f"ORDER BY step LIMIT :lim")
+        where = self._trace_where(trial_id, every)
         after = -1
         while True:
+            sql = (f"SELECT {cols} FROM rnnhpo_trace_points WHERE {where} AND step > {after} "
+                   f"ORDER BY step LIMIT {chunk_rows}")
             with self._read() as conn:
-                rows = conn.execute(sql, {"t": int(trial_id), "after": after, "every": every,
-                                          "lim": int(chunk_rows)}).all()
-            if not rows:
+                chunk = self._fetch(conn, sql, names)
+            n = len(chunk["step"])
+            if n == 0:
                 return
-            chunk = self._to_arrays(rows, names)
             yield chunk
-            if len(rows) < chunk_rows:
+            if n < chunk_rows:
                 return
             after = int(chunk["step"][-1])
 
     def get_epochs(self, trial_id: int) -> dict[str, np.ndarray]:
         names = list(EPOCH_COLUMNS)
+        sql = (f"SELECT {', '.join(names)} FROM rnnhpo_epoch_metrics "
+               f"WHERE trial_id = {int(trial_id)} ORDER BY epoch")
         with self._read() as conn:
-            rows = conn.execute(sa.text(
-                f"SELECT {', '.join(names)} FROM rnnhpo_epoch_metrics WHERE trial_id = :t "
-                "ORDER BY epoch"), {"t": int(trial_id)}).all()
-        out = self._to_arrays(rows, names)
+            out = self._fetch(conn, sql, names, _EPOCH_INT)
         out["epoch"] = out["epoch"].astype(np.int64)
         return out
 

@@ -268,4 +268,13 @@ def test_catalogue_lists_every_task_with_required_fields():
         assert e.kind and e.shape and e.source and e.default_framing and e.sequences and e.licence
         assert e.availability.startswith(("ready", "needs"))
     assert entries["iris"].availability == "ready"
-    assert entries["kddcup99"].split == "444617/49402"
+    assert entries["kddcup99"].split.startswith("444619/49402")
+    assert entries["breast_cancer_wdbc"].split == "398/171"
+    assert entries["iris"].split == "105/45"
+
+
+def test_none_options_mean_defaults():
+    t = load_task("boston", seed=0, framing=None, scaling=None, scale_target=None, fold=None,
+                  n_folds=None, test_fraction=None, data_dir=None)
+    assert t.meta["framing"] == "features_as_steps" and t.meta["target_scaled"] is True
+    assert t.x_train.shape == (354, 13, 1)

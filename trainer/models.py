@@ -326,7 +326,12 @@ class DiagRNN(Family):
         for t in range(T):
             h = _tanh(torch.addcmul(xp[:, :, t], w, h))
             hs.append(h)
-        return torch.bmm(h, p["W_out"]) * self.scale, (hs if keep else None, h)
+        # the two halves are summed separately: at the symmetric init they are bitwise opposite,
+        # so the initial output is exactly 0 (one bmm over all m units would not guarantee it)
+        m2 = self.H // 2
+        Wo = p["W_out"]
+        out = torch.bmm(h[..., :m2], Wo[:, :m2]) + torch.bmm(h[..., m2:], Wo[:, m2:])
+        return out * self.scale, (hs if keep else None, h)
 
     def backward(self, p, x, cache, dout):
         hs, hT = cache

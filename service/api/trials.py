@@ -3,9 +3,11 @@ streamed) and its per-epoch metrics."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Literal
 
@@ -25,6 +27,7 @@ SortKey = Literal["number", "id", "variant", "status", "test_metric", "train_met
                   "sparsity_out", "sparsity_all", "wall_time", "seed"]
 
 CHUNK_ROWS = 50_000
+_NONFINITE_CSV = re.compile(r"(?<![^,\n])(-?inf|nan)(?![^,\n])")
 
 
 def _clean(obj):
@@ -101,24 +104,31 @@ def _parse_metrics(metrics: str | None, allowed: tuple[str, ...], field: str = "
 
 
 def _fmt_row_block(cols: list[str], chunk: dict[str, np.ndarray], fmt: str) -> str:
-    arrays = [np.asarray(chunk[c], dtype=float) for c in cols]
-    n = len(arrays[0]) if arrays else 0
-    if n == 0:
+    """Rows of a chunk as CSV lines or comma-separated JSON arrays; non-finite values become an
+    empty CSV field or JSON null. Formatting goes through the C encoders of json and csv."""
+    arrays = []
+    finite = True
+    for c in cols:
+        a = np.asarray(chunk[c])
+        if c in ("step", "epoch") and a.dtype.kind == "f" and np.isfinite(a).all():
+            a = a.astype(np.int64)
+        elif a.dtype.kind == "f" and finite and not np.isfinite(a).all():
+            finite = False
+        arrays.append(a.tolist())
+    if not arrays or not arrays[0]:
         return ""
-    mat = np.column_stack(arrays)
-    int_cols = {i for i, c in enumerate(cols) if c in ("step", "epoch")}
-    out = io.StringIO()
+    rows = list(zip(*arrays))
     if fmt == "csv":
-        for row in mat.tolist():
-            out.write(",".join(("" if not math.isfinite(v) else (str(int(v)) if i in int_cols else repr(v)))
-                               for i, v in enumerate(row)))
-            out.write("\n")
-        return out.getvalue()
-    rows = []
-    for row in mat.tolist():
-        rows.append("[" + ",".join(("null" if not math.isfinite(v) else (str(int(v)) if i in int_cols else repr(v)))
-                                   for i, v in enumerate(row)) + "]")
-    return ",".join(rows)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        block = out.getvalue()
+        if not finite:
+            block = _NONFINITE_CSV.sub("", block)
+        return block
+    block = json.dumps(rows, separators=(",", ":"))[1:-1]
+    if not finite:
+        block = block.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
+    return block
 
 
 def _stream(store, trial_id: int, cols: list[str], every: int, max_points: int | None, fmt: str,

@@ -158,6 +158,7 @@ class DatasetSpec:
     default_scale_target: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # dataset-specific options + defaults
     user_file: bool = False  # the `csv` loader: the user names the file
+    split_text: str | None = None  # catalogue text when the split differs from paper_split
 
     def availability(self, data_dir=None) -> str:
         if self.user_file:
@@ -220,8 +221,14 @@ def catalogue(data_dir=None) -> list[CatalogueEntry]:
     """One entry per dataset, with availability for ``data_dir`` (default: see :func:`default_data_dir`)."""
     out = []
     for spec in SPECS.values():
-        if spec.paper_split:
+        head = spec.shape.split("x")[0]
+        if spec.split_text:
+            split = spec.split_text
+        elif spec.paper_split:
             split = f"{spec.paper_split[0]}/{spec.paper_split[1]}"
+        elif head.isdigit():
+            n_test = int(round(spec.test_fraction * int(head)))
+            split = f"{int(head) - n_test}/{n_test}"
         elif spec.user_file:
             split = f"{1 - spec.test_fraction:.0%}/{spec.test_fraction:.0%}"
         else:
@@ -359,6 +366,8 @@ def _scale_fit(x: np.ndarray, scaling: str) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- build
 def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
     """Load ``spec`` as a :class:`Task`; see the module docstring for the order of operations."""
+    # None means "the dataset's default" for the common options (callers pass framing=None etc.)
+    options = {k: v for k, v in options.items() if not (v is None and k in COMMON_OPTIONS)}
     unknown = set(options) - COMMON_OPTIONS - set(spec.options)
     if unknown:
         raise DatasetError(
@@ -388,7 +397,8 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
     meta: dict[str, Any] = {
         "dataset": spec.name, "seed": seed, "framing": framing, "scaling": scaling,
         "source": spec.source, "feature_names": list(raw.feature_names), **raw.info,
-        "options": {key: v for key, v in options.items() if key not in ("fold", "n_folds", "fold_seed")},
+        "options": {key: (str(v) if isinstance(v, os.PathLike) else v) for key, v in options.items()
+                    if key not in ("fold", "n_folds", "fold_seed")},
     }
     if raw.classes is not None:
         meta["classes"] = list(raw.classes)

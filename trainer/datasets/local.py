@@ -433,7 +433,7 @@ register_dataset(DatasetSpec(
     sequences="single step with all features (T=1, D=41; features='paper22' gives D=22); "
               "protocol_type/service/flag as sorted category codes",
     default_framing="single_step", raw_loader=_kdd_raw, test_fraction=0.1,
-    paper_split=(444617, 49402),
+    paper_split=(444617, 49402), split_text="444619/49402 (paper: 444617/49402)",
     files=(("kddcup.data_10_percent.gz",),),
     options={"features": "all", "categorical": "codes"},
     url="https://kdd.ics.uci.edu/databases/kddcup99/kddcup99.html"))

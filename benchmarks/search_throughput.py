@@ -1,0 +1,191 @@
+"""Search throughput: a 64-configuration Wine grid through rnnhpo's packed path vs plain
+Ray Tune + OptunaSearch with one trial per configuration (default settings), same machine,
+same process, same Ray instance. Also prints trace-ingest rows/s (SQLite, PostgreSQL) and the
+share of rnnhpo's wall time spent outside training.
+
+    python benchmarks/search_throughput.py [--epochs 100] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LRS = [0.0005, 0.001, 0.005, 0.01]
+LAMS = [1e-5, 5e-5, 1e-4, 5e-4]
+ALPHAS = [0.001, 0.01, 0.05, 0.1]
+
+
+def grid_spec(epochs: int):
+    from search.spec import ExperimentSpec
+
+    return ExperimentSpec.model_validate({
+        "name": "bench-wine-grid",
+        "dataset": {"name": "wine"},
+        "variants": [{"name": "SL1-GRU", "family": "gru", "reg": "sl1"}],
+        "training": {"epochs": epochs, "hidden": 32, "batch_size": 32},
+        "search": {"algorithm": "grid", "space": {
+            "lr": {"type": "grid", "values": LRS}, "lam": {"type": "grid", "values": LAMS},
+            "alpha": {"type": "grid", "values": ALPHAS}}},
+        "seeds": 1,
+        "execution": {"pack_size": 64, "cpus_per_pack": 1},
+    })
+
+
+def run_rnnhpo(epochs: int, url: str) -> tuple[float, float, int]:
+    """Returns (wall seconds, summed pack training seconds, trace rows stored)."""
+    from search.driver import run_experiment
+    from service.sink import SqlResultSink
+    from service.store import Store
+
+    spec = grid_spec(epochs)
+    store = Store(url)
+    exp_id = store.create_experiment(spec.name, spec.model_dump(mode="json"), n_trials_total=64)
+    t0 = time.perf_counter()
+    summary = run_experiment(spec, SqlResultSink(url, exp_id))
+    wall = time.perf_counter() - t0
+    assert summary.trials_done == 64 and summary.n_failed == 0, summary
+    trials, _ = store.list_trials(exp_id, limit=1000)
+    pack_time = sum({t.pack_id: t.wall_time for t in trials}.values())
+    return wall, pack_time, store.trace_row_count(exp_id=exp_id)
+
+
+def baseline_trainable(config):
+    """What a user writes: nn.GRU + Linear + SGD, smooth-L1 on the output weights, one config."""
+    import torch
+    from ray import tune
+
+    from trainer.tasks import load_task
+
+    torch.set_num_threads(1)
+    task = load_task("wine", seed=0)
+    torch.manual_seed(0)
+    xtr = torch.tensor(task.x_train, dtype=torch.float32)
+    ytr = torch.tensor(task.y_train)
+    xte = torch.tensor(task.x_test, dtype=torch.float32)
+    yte = torch.tensor(task.y_test)
+    gru = torch.nn.GRU(task.n_inputs, 32, batch_first=True)
+    head = torch.nn.Linear(32, task.n_outputs)
+    params = list(gru.parameters()) + list(head.parameters())
+    for p in params:
+        torch.nn.init.uniform_(p, -0.5, 0.5)
+    opt = torch.optim.SGD(params, lr=config["lr"])
+    lam, alpha = config["lam"], config["alpha"]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(config["epochs"]):
+        perm = torch.randperm(len(xtr), generator=gen)
+        for start in range(0, len(xtr), 32):
+            idx = perm[start:start + 32]
+            out = head(gru(xtr[idx])[0][:, -1])
+            w = head.weight.abs()
+            penalty = torch.where(w >= alpha, w, w * w / (2 * alpha) + alpha / 2).sum()
+            loss = torch.nn.functional.cross_entropy(out, ytr[idx]) + lam * penalty
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        acc = (head(gru(xte)[0][:, -1]).argmax(1) == yte).float().mean().item()
+    tune.report({"test_accuracy": acc})
+
+
+def run_baseline(epochs: int) -> float:
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.ray_runtime import tune_storage_dir
+
+    points = [{"lr": a, "lam": b, "alpha": c} for a, b, c in itertools.product(LRS, LAMS, ALPHAS)]
+    searcher = OptunaSearch(metric="test_accuracy", mode="max", points_to_evaluate=points)
+    t0 = time.perf_counter()
+    tuner = tune.Tuner(
+        baseline_trainable,
+        param_space={"lr": tune.choice(LRS), "lam": tune.choice(LAMS), "alpha": tune.choice(ALPHAS),
+                     "epochs": epochs},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(points)),
+        run_config=tune.RunConfig(name=f"baseline-{uuid.uuid4().hex[:6]}", storage_path=str(tune_storage_dir()),
+                                  verbose=0),
+    )
+    grid = tuner.fit()
+    wall = time.perf_counter() - t0
+    assert len(grid) == 64 and not grid.errors, grid.errors
+    return wall
+
+
+def ingest_rate(url: str, trials: int = 32, rows: int = 20_000) -> float:
+    """Trace rows per second through Store.record_trial (bulk path)."""
+    from search.sink import TrialPlan, TrialRecord
+    from service.store import Store
+    from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+
+    store = Store(url)
+    exp = store.create_experiment("ingest", {}, n_trials_total=trials)
+    ids = store.register_trials(exp, [TrialPlan(i, "v", {}, 0, None, {}) for i in range(trials)])
+    rng = np.random.default_rng(0)
+    trace = {c: rng.random(rows) for c in TRACE_COLUMNS}
+    trace["step"] = np.arange(rows)
+    trace["epoch"] = np.arange(rows) // 100
+    epochs = {c: rng.random(rows // 100) for c in EPOCH_COLUMNS}
+    epochs["epoch"] = np.arange(rows // 100)
+    t0 = time.perf_counter()
+    for number, trial_id in ids.items():
+        store.record_trial(trial_id, TrialRecord("completed", {}, {}, trace, epochs, 0.0, "cpu", "p", 1))
+    return trials * rows / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("RNNHPO_VAR_DIR", tempfile.mkdtemp(prefix="rnnhpo-bench-"))
+    from search.ray_runtime import ensure_ray
+
+    ensure_ray()
+    import ray
+
+    slots = int(ray.available_resources().get("CPU", 1))
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        run_rnnhpo(2, url)  # warm-up: worker processes, imports, dataset cache
+        wall, pack_time, rows = run_rnnhpo(args.epochs, url)
+        base = run_baseline(args.epochs)
+        outside = 1.0 - pack_time / (wall * min(slots, 2))
+        print(f"64-config Wine grid, SL1-GRU, {args.epochs} epochs, {slots} CPUs")
+        print(f"  rnnhpo packed path : {wall:8.2f} s  ({rows} trace rows stored)")
+        print(f"  Ray Tune + Optuna  : {base:8.2f} s  (one trial per configuration, default settings)")
+        print(f"  speed-up           : {base / wall:8.1f}x")
+        print(f"  share of rnnhpo wall time outside training: {100 * max(outside, 0):.1f}%")
+        sqlite_rate = ingest_rate(f"sqlite:///{tmp}/ingest.db")
+        print(f"  trace ingest SQLite     : {sqlite_rate:12,.0f} rows/s = {60 * sqlite_rate / 1e6:6.1f} M rows/min")
+    if not args.no_postgres:
+        import psycopg
+
+        admin = os.environ.get("RNNHPO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+        name = f"rnnhpo_bench_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            base_url = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+            pg_rate = ingest_rate(f"{base_url}/{name}")
+            print(f"  trace ingest PostgreSQL : {pg_rate:12,.0f} rows/s = {60 * pg_rate / 1e6:6.1f} M rows/min")
+        finally:
+            from service.db.engine import dispose_engines
+
+            dispose_engines()
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
