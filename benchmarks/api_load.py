@@ -166,6 +166,9 @@ def bench_trace(url: str, db: str, points: int, repeats: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file in a temp dir)")
+    ap.add_argument("--pg", action="store_true",
+                    help="use a throwaway database on the PostgreSQL at $RNNHPO_TEST_PG_ADMIN "
+                         "(default postgresql://postgres@127.0.0.1:5432/postgres), dropped afterwards")
     ap.add_argument("--n", type=int, default=50, help="concurrent submissions")
     ap.add_argument("--points", type=int, default=100_000, help="synthetic trace length")
     ap.add_argument("--repeats", type=int, default=3)
@@ -174,6 +177,17 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rnnhpo-bench-api-"))
     db = args.db or f"sqlite:///{work / 'bench.db'}"
+    pg_name = None
+    admin = os.environ.get("RNNHPO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+    if args.pg:
+        import uuid
+
+        import psycopg
+
+        pg_name = f"rnnhpo_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{pg_name}"')
+        db = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1) + f"/{pg_name}"
     from service.store import Store
 
     Store(db)  # migrate before the server and the benchmark touch it
@@ -184,6 +198,14 @@ def main() -> None:
         bench_trace(url, db, args.points, args.repeats)
     finally:
         stop_server(proc)
+        if pg_name:
+            from service.db import dispose_engines
+
+            dispose_engines()
+            import psycopg
+
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

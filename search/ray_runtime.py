@@ -49,7 +49,6 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> st
                     "logging_level": logging.WARNING, "configure_logging": True}
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if address:
         context = ray.init(address=address, **kwargs)
     else:

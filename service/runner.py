@@ -230,7 +230,8 @@ class Runner:
     def _ensure_ray(self, spec) -> None:
         from search.ray_runtime import ensure_ray
 
-        address = getattr(getattr(spec, "execution", None), "ray_address", None) or self.settings.ray_address
+        # the deployment's address wins over the one a submitter put in the spec
+        address = self.settings.ray_address or getattr(getattr(spec, "execution", None), "ray_address", None)
         url = ensure_ray(address)
         if url:
             self.stats.dashboard_url = url if "://" in url else f"http://{url}"

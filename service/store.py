@@ -8,7 +8,7 @@ Decisions (documented here because the REST layer and the CLI rely on them):
 * Timestamps are taken from the Python clock in UTC (runners' clocks must be NTP-synced for
   heartbeat staleness); views always carry timezone-aware UTC datetimes.
 * Every write runs in one transaction; on SQLite that transaction starts with
-  ``BEGIN IMMEDIATE`` so concurrent writers queue on ``busy_timeout`` (30 s) instead of failing.
+  ``BEGIN IMMEDIATE`` so concurrent writers queue on ``busy_timeout`` (60 s) instead of failing.
 * ``claim_experiment``: PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED``; SQLite relies on
   ``BEGIN IMMEDIATE`` serialising writers. Oldest ``created_at`` first among queued experiments
   and running ones whose heartbeat is stale. A stale running experiment that had a cancel
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import struct
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -186,7 +187,6 @@ _FINAL_FLOAT_COLUMNS = ("train_metric", "test_metric", "loss", "data_loss", "pen
                         "sparsity_out", "sparsity_all", "weight_norm")
 _TRACE_INT = ("step", "epoch")
 _EPOCH_INT = ("epoch",)
-_TRACE_SQL_COLS = ", ".join(TRACE_COLUMNS)
 _PG_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 _PG_COPY_TRAILER = struct.pack(">h", -1)
 _COPY_CHUNK_ROWS = 100_000
@@ -407,9 +407,13 @@ class Store:
                                 .limit(max(0, limit)).offset(max(0, offset))).all()
         return [self._exp_view(r) for r in rows], int(total)
 
-    def claim_experiment(self, runner_id: str, *, stale_after_s: float = 30.0) -> ExperimentView | None:
+    def claim_experiment(self, runner_id: str, *, stale_after_s: float = 30.0,
+                         exp_id: str | None = None) -> ExperimentView | None:
         """Atomically take the oldest queued experiment, or a running one whose runner died
-        (heartbeat older than ``stale_after_s``). Two runners never get the same experiment."""
+        (heartbeat older than ``stale_after_s``). Two runners never get the same experiment.
+
+        With ``exp_id``, only that experiment is considered (``None`` when it is not claimable:
+        finished, or running with a fresh heartbeat)."""
         with self._write() as conn:
             retries = 2 if self.dialect == "postgresql" else 0
             while True:
@@ -421,6 +425,8 @@ class Store:
                                            sa.or_(E.c.heartbeat_at.is_(None),
                                                   E.c.heartbeat_at < cutoff))))
                      .order_by(E.c.created_at, E.c.id).limit(1))
+                if exp_id is not None:
+                    q = q.where(E.c.id == exp_id)
                 if self.dialect == "postgresql":
                     q = q.with_for_update(skip_locked=True)
                 row = conn.execute(q).first()
@@ -600,15 +606,25 @@ class Store:
             final=_jsonable(final), extra=_jsonable(record.extra or {}), error=record.error,
             started_at=sa.func.coalesce(T.c.started_at, now), finished_at=now)
         trial_id = int(trial_id)
-        with self._write() as conn:
-            if conn.execute(T.update().where(T.c.id == trial_id).values(**values)).rowcount != 1:
-                raise NotFound(f"trial {trial_id} not found")
-            conn.execute(TP.delete().where(TP.c.trial_id == trial_id))
-            conn.execute(EM.delete().where(EM.c.trial_id == trial_id))
-            self._bulk_insert(conn, "rnnhpo_trace_points", trial_id, n_tr, trace,
-                              TRACE_COLUMNS, _TRACE_INT)
-            self._bulk_insert(conn, "rnnhpo_epoch_metrics", trial_id, n_ep, epochs,
-                              EPOCH_COLUMNS, _EPOCH_INT)
+        for attempt in range(3):
+            try:
+                with self._write() as conn:
+                    res = conn.execute(T.update().where(T.c.id == trial_id).values(**values))
+                    if res.rowcount != 1:
+                        raise NotFound(f"trial {trial_id} not found")
+                    conn.execute(TP.delete().where(TP.c.trial_id == trial_id))
+                    conn.execute(EM.delete().where(EM.c.trial_id == trial_id))
+                    self._bulk_insert(conn, "rnnhpo_trace_points", trial_id, n_tr, trace,
+                                      TRACE_COLUMNS, _TRACE_INT)
+                    self._bulk_insert(conn, "rnnhpo_epoch_metrics", trial_id, n_ep, epochs,
+                                      EPOCH_COLUMNS, _EPOCH_INT)
+                return
+            except sa.exc.OperationalError as exc:
+                # SQLite: still locked after busy_timeout (many writers with huge traces). The
+                # write replaces the trial's rows, so trying again is safe.
+                if self.dialect != "sqlite" or "locked" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
 
     def _bulk_insert(self, conn: Connection, table: str, trial_id: int, n: int,
                      cols: dict[str, np.ndarray], columns: tuple[str, ...],

@@ -47,7 +47,6 @@ def client(settings):
 
 @pytest.fixture
 def auth_client(settings):
-    s = settings.model_copy(update={"api_token": TOKEN})
     with TestClient(create_app(Settings(**{**settings.model_dump(), "api_token": TOKEN}))) as c:
         yield c
 

@@ -160,3 +160,25 @@ def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
         return any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)
 
     assert set(front) == {p for p in points if not dominated(p)}
+
+
+def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
+    lrs = [0.001 * (i + 1) for i in range(9)]
+    spec = make_spec(variants=[{"name": "GRU", "family": "gru"}], seeds=1, training={"epochs": 9},
+                     search={"algorithm": "grid", "space": {"lr": {"type": "grid", "values": lrs}}},
+                     execution={"pack_size": 9, "cpus_per_pack": 2, "scheduler": "asha",
+                                "asha": {"grace_epochs": 1, "reduction_factor": 3}})
+    store, exp_id, sink = start(f"sqlite:///{tmp_path / 'a.db'}", spec)
+    run_experiment(spec, sink)
+    trials = all_trials(store, exp_id)
+    epochs_run = sorted(len(store.get_epochs(t.id)["epoch"]) for t in trials)
+    assert epochs_run == [1] * 6 + [3] * 2 + [9]
+    assert sorted(t.status for t in trials) == ["completed"] + ["pruned"] * 8
+    survivor = next(t for t in trials if t.status == "completed")
+    after_first_rung = [t for t in trials if len(store.get_epochs(t.id)["epoch"]) >= 3]
+    first_epoch = {t.id: store.get_epochs(t.id)["test_metric"][0] for t in trials}
+    # the three kept at the first rung had the best accuracy after epoch 1
+    kept = sorted(first_epoch[t.id] for t in after_first_rung)
+    dropped = [v for k, v in first_epoch.items() if k not in {t.id for t in after_first_rung}]
+    assert min(kept) >= max(dropped)
+    assert survivor.id in {t.id for t in after_first_rung}

@@ -557,3 +557,34 @@ def test_compare_matches_numpy(store):
     assert sl1.experiment_name == "two"
     with pytest.raises(NotFound):
         store.compare([e1, "missing"])
+
+
+def test_rows_with_nulls_written_elsewhere_read_back_as_nan(store):
+    """Rows not written by record_trial may hold NULLs; PostgreSQL's binary fast path falls back."""
+    exp, ids = one_trial(store)
+    tid = ids[0]
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO rnnhpo_trace_points (trial_id, step, epoch, loss) "
+                             "VALUES (:t, 0, NULL, 1.5), (:t, 1, 0, NULL)"), {"t": tid})
+        conn.execute(sa.text("INSERT INTO rnnhpo_epoch_metrics (trial_id, epoch, train_metric) "
+                             "VALUES (:t, 0, 0.5)"), {"t": tid})
+    got = store.get_trace(tid, metrics=["epoch", "loss", "lr"])
+    np.testing.assert_array_equal(got["step"], [0, 1])
+    assert np.isnan(got["epoch"][0]) and got["epoch"][1] == 0
+    assert got["loss"][0] == 1.5 and np.isnan(got["loss"][1]) and np.isnan(got["lr"]).all()
+    ep = store.get_epochs(tid)
+    assert ep["train_metric"][0] == 0.5 and np.isnan(ep["test_metric"][0])
+
+
+def test_claim_a_given_experiment(store):
+    a = store.create_experiment("a", {})
+    b = store.create_experiment("b", {})
+    got = store.claim_experiment("cli", exp_id=b)
+    assert got.id == b and got.runner_id == "cli"           # not the oldest: the one asked for
+    assert store.claim_experiment("other", exp_id=b) is None  # fresh heartbeat: not claimable
+    assert store.claim_experiment("other", exp_id="missing") is None
+    store.finish_experiment(b, "succeeded")
+    assert store.claim_experiment("other", exp_id=b) is None
+    assert store.get_experiment(a).status == "queued"
+    _age_heartbeat(store, b, 0)
+    assert store.claim_experiment("r", exp_id=a).id == a

@@ -81,6 +81,13 @@ def _tanh(x: Tensor) -> Tensor:
     return torch.sigmoid(x * 2) * 2 - 1
 
 
+def _tanh_inplace(x: Tensor) -> Tensor:
+    """_tanh in place on a fresh intermediate (only where autograd is not recording)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _tanh(x)
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 def _zeros(x: Tensor, K: int, B: int, H: int) -> Tensor:
     return torch.zeros(K, B, H, dtype=x.dtype, device=x.device)
 
@@ -182,11 +189,12 @@ class GRU(Family):
         cache = []
         for t in range(T):
             xt = xp[:, :, t]
-            zr = torch.sigmoid(torch.baddbmm(xt[..., :2 * H], h, Wzr))
+            a = torch.baddbmm(xt[..., :2 * H], h, Wzr)
+            zr = torch.sigmoid(a) if a.requires_grad else a.sigmoid_()
             z, r = zr[..., :H], zr[..., H:]
             rh = r * h
-            c = _tanh(torch.baddbmm(xt[..., 2 * H:], rh, Whh))
-            hn = h + z * (c - h)
+            c = _tanh_inplace(torch.baddbmm(xt[..., 2 * H:], rh, Whh))
+            hn = torch.addcmul(h, z, c - h)
             if keep:
                 cache.append((h, zr, rh, c))
             h = hn

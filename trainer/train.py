@@ -88,6 +88,7 @@ class _Pack:
         t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.x_train, self.y_train = t(task.x_train, self.dtype), t(task.y_train, ydt)
         self.x_test, self.y_test = t(task.x_test, self.dtype), t(task.y_test, ydt)
+        self._x_all = None
         if not self.cls and self.y_train.dim() == 1:
             self.y_train, self.y_test = self.y_train[:, None], self.y_test[:, None]
 
@@ -123,6 +124,25 @@ class _Pack:
             else:
                 metric_sum += ((out - yb) ** 2).mean(-1).sum(1)
         return loss_sum / N, metric_sum / N
+
+    @torch.no_grad()
+    def evaluate_splits(self):
+        """evaluate() on the training and the test split, in one forward pass when they fit a chunk."""
+        n_tr, n_te = self.x_train.shape[0], self.x_test.shape[0]
+        if n_tr + n_te > EVAL_CHUNK or n_te == 0:
+            return self.evaluate(self.x_train, self.y_train), self.evaluate(self.x_test, self.y_test)
+        if self._x_all is None:
+            self._x_all = torch.cat([self.x_train, self.x_test])
+        out, _ = self.family.forward(self.p, self._x_all)
+        res = []
+        for o, y in ((out[:, :n_tr], self.y_train), (out[:, n_tr:], self.y_test)):
+            loss, _ = data_loss(o, y, self.task.kind, need_dout=False)
+            if self.cls:
+                metric = (o.argmax(-1) == y).to(self.dtype).mean(1)
+            else:
+                metric = ((o - y) ** 2).mean((1, 2))
+            res.append((loss, metric))
+        return res
 
     def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         small = (flat.abs() < SPARSITY_EPS).to(self.dtype)
@@ -194,8 +214,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
                 (loss, dloss, pen, gnorm, gout, wnorm, unorm, sp_out, sp_all)))
             step += 1
         # -- end of epoch ----------------------------------------------------------------
-        tr_loss, tr_metric = st.evaluate(st.x_train, st.y_train)
-        _, te_metric = st.evaluate(st.x_test, st.y_test)
+        (tr_loss, tr_metric), (_, te_metric) = st.evaluate_splits()
         tr_pen, _ = st.penalty.value_and_grad(flat, need_grad=False)
         recorder.flush()
         host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()

@@ -147,15 +147,36 @@ def _install_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": str(exc) or "experiment is running"}, status_code=409)
 
 
-def _install_metrics_middleware(app: FastAPI) -> None:
-    metrics: MetricsState = app.state.metrics
+class _ObserveMiddleware:
+    """Pure ASGI middleware counting requests and timing them by route template (it does not
+    buffer or wrap streamed bodies, unlike ``@app.middleware("http")``)."""
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
+    def __init__(self, app, metrics: MetricsState):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "<unmatched>")
-        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        metrics.latency.labels(request.method, path).observe(time.perf_counter() - t0)
-        return response
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            path = getattr(scope.get("route"), "path", "<unmatched>")
+            if path != "<unmatched>" and scope.get("path", "").startswith(API_PREFIX + "/") \
+                    and not path.startswith(API_PREFIX):
+                path = API_PREFIX + path
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status["code"])).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - t0)
+
+
+def _install_metrics_middleware(app: FastAPI) -> None:
+    app.add_middleware(_ObserveMiddleware, metrics=app.state.metrics)

@@ -1,7 +1,8 @@
 """Engine creation from one URL.
 
 * SQLite (``sqlite:///path.db``): the parent directory is created; every connection gets
-  ``journal_mode=WAL``, ``busy_timeout`` (30 s), ``foreign_keys=ON``, ``synchronous=NORMAL``.
+  ``journal_mode=WAL``, ``busy_timeout`` (60 s; env ``RNNHPO_SQLITE_BUSY_TIMEOUT_S``),
+  ``foreign_keys=ON``, ``synchronous=NORMAL``. ``sqlite://`` (in memory) shares one connection.
   pysqlite's own transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so
   a connection opened with ``execution_options(sqlite_begin="IMMEDIATE")`` takes the write lock
   at the start of its transaction (writers queue on busy_timeout instead of failing with
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
-SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("RNNHPO_SQLITE_BUSY_TIMEOUT_S", "60"))
 
 _CACHE: dict[tuple[str, int], Engine] = {}
 _CACHE_LOCK = threading.Lock()
@@ -75,6 +76,9 @@ def make_engine(url: str | URL, **kwargs) -> Engine:
         connect_args = dict(kwargs.pop("connect_args", {}))
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
         connect_args.setdefault("check_same_thread", False)
+        if db in (None, "", ":memory:"):
+            # one shared in-memory database for every thread of the engine (tests, demos)
+            kwargs.setdefault("poolclass", sa.pool.StaticPool)
         engine = sa.create_engine(u, connect_args=connect_args, **kwargs)
         _setup_sqlite(engine)
         return engine
