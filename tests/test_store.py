@@ -588,3 +588,25 @@ def test_claim_a_given_experiment(store):
     assert store.get_experiment(a).status == "queued"
     _age_heartbeat(store, b, 0)
     assert store.claim_experiment("r", exp_id=a).id == a
+
+
+def test_sqlite_locked_record_is_retried(sqlite_url, monkeypatch):
+    import service.store as store_mod
+
+    store = Store(sqlite_url)
+    exp, ids = one_trial(store)
+    real = Store._bulk_insert
+    failures = []
+
+    def flaky(self, conn, table, *a, **k):
+        if not failures:
+            failures.append(table)
+            raise sa.exc.OperationalError("INSERT", None, Exception("database is locked"))
+        return real(self, conn, table, *a, **k)
+
+    monkeypatch.setattr(Store, "_bulk_insert", flaky)
+    monkeypatch.setattr(store_mod.time, "sleep", lambda s: None)
+    store.record_trial(ids[0], make_record(33))
+    assert failures == ["rnnhpo_trace_points"]
+    assert store.trace_row_count(trial_id=ids[0]) == 33
+    dispose_engines()

@@ -180,61 +180,79 @@ class GRU(Family):
         return s
 
     def forward(self, p, x, keep=False):
+        if keep and not (torch.is_grad_enabled() and p["Wx"].requires_grad):
+            return self._forward_train(p, x)
         H = self.H
         xp = _input_projection(x, p["Wx"], p["b"] if self.bias else None)
         K, B, T, _ = xp.shape
         h = _zeros(xp, K, B, H)
         # contiguous copies once per pass: bmm on the strided views of the flat buffer copies each call
         Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
-        cache = []
         for t in range(T):
             xt = xp[:, :, t]
             a = torch.baddbmm(xt[..., :2 * H], h, Wzr)
             zr = torch.sigmoid(a) if a.requires_grad else a.sigmoid_()
             z, r = zr[..., :H], zr[..., H:]
-            rh = r * h
-            c = _tanh_inplace(torch.baddbmm(xt[..., 2 * H:], rh, Whh))
-            hn = torch.addcmul(h, z, c - h)
-            if keep:
-                cache.append((h, zr, rh, c))
-            h = hn
-        return self._readout(p, h), (cache, h)
+            c = _tanh_inplace(torch.baddbmm(xt[..., 2 * H:], r * h, Whh))
+            h = torch.addcmul(h, z, c - h)
+        return self._readout(p, h), None
+
+    def _forward_train(self, p, x):
+        """Forward that keeps what BPTT needs in time-major buffers (K, T, B, .), written in place."""
+        H = self.H
+        xp = _input_projection(x, p["Wx"], p["b"] if self.bias else None)
+        K, B, T, _ = xp.shape
+        opts = dict(dtype=xp.dtype, device=xp.device)
+        HS = torch.empty(K, T + 1, B, H, **opts)  # h_0 .. h_T
+        HS[:, 0].zero_()
+        ZR = torch.empty(K, T, B, 2 * H, **opts)
+        RH = torch.empty(K, T, B, H, **opts)
+        CC = torch.empty(K, T, B, H, **opts)
+        Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
+        for t in range(T):
+            h, zr, c = HS[:, t], ZR[:, t], CC[:, t]
+            xt = xp[:, :, t]
+            torch.baddbmm(xt[..., :2 * H], h, Wzr, out=zr)
+            zr.sigmoid_()
+            torch.mul(zr[..., H:], h, out=RH[:, t])
+            torch.baddbmm(xt[..., 2 * H:], RH[:, t], Whh, out=c)
+            c.mul_(2).sigmoid_().mul_(2).sub_(1)  # tanh (see _tanh)
+            torch.addcmul(h, zr[..., :H], c - h, out=HS[:, t + 1])
+        hT = HS[:, T]
+        return self._readout(p, hT), ("buffers", HS, ZR, RH, CC)
 
     def backward(self, p, x, cache, dout):
-        steps, hT = cache
+        _, HS, ZR, RH, CC = cache
         H = self.H
+        K, T1, B, _ = HS.shape
+        T = T1 - 1
         grads: dict[str, Tensor] = {}
-        dh = self._readout_backward(p, hT, dout, grads)
-        K, B, _ = dh.shape
-        T = len(steps)
-        D = x.shape[-1]
+        dh = self._readout_backward(p, HS[:, T], dout, grads)
+        opts = dict(dtype=dh.dtype, device=dh.device)
         WzrT = p["Wh_zr"].transpose(1, 2).contiguous()
         WhhT = p["Wh_h"].transpose(1, 2).contiguous()
-        xf = x if x.dim() == 4 else x.unsqueeze(0).expand(K, -1, -1, -1)
-        dWzr = torch.zeros(K, H, 2 * H, dtype=dh.dtype, device=dh.device)
-        dWhh = torch.zeros(K, H, H, dtype=dh.dtype, device=dh.device)
-        dWx = torch.zeros(K, D, 3 * H, dtype=dh.dtype, device=dh.device)
-        db = torch.zeros(K, 3 * H, dtype=dh.dtype, device=dh.device) if self.bias else None
-        dA = torch.empty(K, B, 3 * H, dtype=dh.dtype, device=dh.device)
+        GA = torch.empty(K, T, B, 3 * H, **opts)  # dE/d(pre-activations) [z, r, h~] per step
+        ZR1 = ZR * (1 - ZR)  # sigma' of both gates, all steps at once
+        C2 = 1 - CC * CC  # tanh' of the candidate, all steps at once
         for t in range(T - 1, -1, -1):
-            h, zr, rh, c = steps[t]
+            h, zr, c = HS[:, t], ZR[:, t], CC[:, t]
             z, r = zr[..., :H], zr[..., H:]
-            dah = dA[..., 2 * H:]
-            torch.mul(dh * z, 1 - c * c, out=dah)
+            g = GA[:, t]
+            dc = dh * z
+            dah = torch.mul(dc, C2[:, t], out=g[..., 2 * H:])
             drh = torch.bmm(dah, WhhT)
-            dzr = dA[..., :2 * H]
-            torch.mul(dh * (c - h), z * (1 - z), out=dzr[..., :H])
-            torch.mul(drh * h, r * (1 - r), out=dzr[..., H:])
-            dzr_c = dzr.contiguous()
-            dh = torch.baddbmm(dh * (1 - z) + drh * r, dzr_c, WzrT)
-            dWzr.baddbmm_(h.transpose(1, 2), dzr_c)
-            dWhh.baddbmm_(rh.transpose(1, 2), dah.contiguous())
-            dWx.baddbmm_(xf[:, :, t].transpose(1, 2), dA)
-            if db is not None:
-                db += dA.sum(1)
-        grads["Wx"], grads["Wh_zr"], grads["Wh_h"] = dWx, dWzr, dWhh
-        if db is not None:
-            grads["b"] = db
+            torch.mul(dh, c - h, out=g[..., :H])
+            torch.mul(drh, h, out=g[..., H:2 * H])
+            gzr = g[..., :2 * H]
+            gzr.mul_(ZR1[:, t])
+            dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
+        GAf = GA.view(K, T * B, 3 * H)
+        grads["Wh_zr"] = torch.bmm(HS[:, :T].reshape(K, T * B, H).transpose(1, 2), GAf[..., :2 * H])
+        grads["Wh_h"] = torch.bmm(RH.view(K, T * B, H).transpose(1, 2), GAf[..., 2 * H:])
+        xt = x.transpose(-3, -2)  # (.., T, B, D) to match GA's time-major order
+        grads["Wx"] = _input_grad(xt, GA)
+        if self.bias:
+            grads["b"] = GA.sum((1, 2))
         return grads
 
 

@@ -12,7 +12,9 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from service.api.deps import StoreDep
+import re
+
+from service.api.deps import EXP_ID_PATTERN, ExpIdPath, StoreDep
 from service.store import NotFound, VariantSummary
 
 router = APIRouter(tags=["compare"])
@@ -96,7 +98,7 @@ FormatQ = Query("json", description="json (rows + Markdown), markdown (the paper
 
 @router.get("/experiments/{exp_id}/compare", response_model=Comparison, responses=_RESPONSES,
             summary="Variants of one experiment side by side (Table 3/5 layout)")
-def compare_experiment(exp_id: str, store: StoreDep,
+def compare_experiment(exp_id: ExpIdPath, store: StoreDep,
                        format: Literal["json", "markdown", "csv"] = FormatQ):
     return _render(store, [exp_id], format)
 
@@ -117,4 +119,7 @@ def compare_experiments(
     if len(ids) > 50:
         raise HTTPException(422, detail=[{"loc": ["query", "experiments"], "type": "too_long",
                                           "msg": "at most 50 experiments"}])
+    bad = [i for i in ids if not re.match(EXP_ID_PATTERN, i)]
+    if bad:
+        raise HTTPException(404, detail=f"experiment(s) not found: {', '.join(map(repr, bad[:5]))}")
     return _render(store, ids, format)

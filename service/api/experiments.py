@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from service.api.deps import AuthDep, RunnerDep, SettingsDep, StoreDep
+from service.api.deps import AuthDep, ExpIdPath, RunnerDep, SettingsDep, StoreDep
 from service.api.schemas import (
     EXAMPLE_SPEC_JSON,
     EXAMPLE_SPEC_YAML,
@@ -131,7 +131,7 @@ def _get_or_404(store, exp_id: str):
     return view
 
 
-ExpId = str
+ExpId = ExpIdPath
 
 
 @router.get("/{exp_id}", response_model=ExperimentOut, responses={404: _ERRORS[404]},

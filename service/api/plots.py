@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from service import plots as figs
-from service.api.deps import StoreDep
+from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep
 
 from trainer.result import TRACE_COLUMNS
 
@@ -137,12 +137,13 @@ def _variants(v: str | None) -> list[str] | None:
 ConfigQ = Query("best", description="best: the variant's best configuration (bands over its seeds); "
                                     "all: every completed trial of the variant")
 PointsQ = Query(500, ge=2, le=20_000, description="trace points per trial (server-side down-sampling)")
-VariantsQ = Query(None, max_length=2000, description="comma-separated variants (default all)")
+VariantsQ = Query(None, max_length=2000, pattern=NO_NUL_PATTERN,
+                  description="comma-separated variants (default all)")
 
 
 @router.get("/convergence.png", response_class=Response, responses=PNG,
             summary="Convergence bands: mean ± std over seeds of E, ‖∇E‖, ‖W‖ per variant (Fig. 6)")
-def convergence_plot(exp_id: str, store: StoreDep,
+def convergence_plot(exp_id: ExpIdPath, store: StoreDep,
                      metrics: str = Query("loss,grad_norm,weight_norm", max_length=200,
                                           description="comma-separated trace columns, one panel each"),
                      config: Literal["best", "all"] = ConfigQ, points: int = PointsQ,
@@ -157,7 +158,7 @@ def convergence_plot(exp_id: str, store: StoreDep,
 
 @router.get("/sparsity.png", response_class=Response, responses=PNG,
             summary="Sparsity over iterations per variant, mean ± std over seeds (Fig. 3b)")
-def sparsity_plot(exp_id: str, store: StoreDep,
+def sparsity_plot(exp_id: ExpIdPath, store: StoreDep,
                   metric: Literal["sparsity_out", "sparsity_all"] = Query("sparsity_out"),
                   config: Literal["best", "all"] = ConfigQ, points: int = PointsQ,
                   variants: str | None = VariantsQ,
@@ -188,13 +189,14 @@ def _sortable(values) -> list:
 
 @router.get("/grid.png", response_class=Response, responses=PNG,
             summary="Heatmap of a metric over two searched hyperparameters (Fig. 5)")
-def grid_plot(exp_id: str, store: StoreDep,
-              x: str | None = Query(None, max_length=64, description="hyperparameter on the x axis "
+def grid_plot(exp_id: ExpIdPath, store: StoreDep,
+              x: str | None = Query(None, max_length=64, pattern=NO_NUL_PATTERN, description="hyperparameter on the x axis "
                                                                      "(default: the first searched one)"),
-              y: str | None = Query(None, max_length=64, description="hyperparameter on the y axis "
+              y: str | None = Query(None, max_length=64, pattern=NO_NUL_PATTERN, description="hyperparameter on the y axis "
                                                                      "(default: the second, else the variant)"),
               metric: Literal[FINAL_METRICS] = Query("test_metric"),  # type: ignore[valid-type]
-              variant: str | None = Query(None, max_length=200, description="only this variant"),
+              variant: str | None = Query(None, max_length=200, pattern=NO_NUL_PATTERN,
+                                        description="only this variant"),
               agg: Literal["mean", "max", "min"] = Query("mean", description="over seeds, folds and other params"),
               width: int = Query(800, ge=64, le=4096), height: int = Query(600, ge=64, le=4096),
               dpi: int = Query(100, ge=10, le=600)) -> Response:
@@ -236,7 +238,7 @@ def grid_plot(exp_id: str, store: StoreDep,
 
 @router.get("/pareto.png", response_class=Response, responses=PNG,
             summary="Pareto front of two objectives over configurations (multi-objective runs)")
-def pareto_plot(exp_id: str, store: StoreDep,
+def pareto_plot(exp_id: ExpIdPath, store: StoreDep,
                 x: Literal[FINAL_METRICS] | None = Query(None, description="default: first objective, "  # type: ignore[valid-type]
                                                                            "or sparsity_out"),
                 y: Literal[FINAL_METRICS] | None = Query(None, description="default: second objective, "  # type: ignore[valid-type]

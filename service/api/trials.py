@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from service.api.deps import StoreDep
+from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep, TrialIdPath
 from service.api.schemas import TrialPage, _dump
 
 from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
@@ -55,9 +55,10 @@ def _trial_json(view) -> dict:
             responses={404: {"description": "no such experiment"}},
             summary="Trials of an experiment: sort, filter by variant/status, paginate")
 def list_trials(
-    exp_id: str, store: StoreDep,
+    exp_id: ExpIdPath, store: StoreDep,
     status: TrialStatus | None = Query(None, description="only trials with this status"),
-    variant: str | None = Query(None, max_length=200, description="only this variant, e.g. SL1-GRU"),
+    variant: str | None = Query(None, max_length=200, pattern=NO_NUL_PATTERN,
+                                description="only this variant, e.g. SL1-GRU"),
     sort: SortKey = Query("number", description="sort key"),
     order: Literal["asc", "desc"] = Query("asc"),
     limit: int = Query(100, ge=1, le=10_000),
@@ -80,7 +81,7 @@ def _trial_or_404(store, trial_id: int):
     return view
 
 
-TrialId = int
+TrialId = TrialIdPath
 
 
 @router.get("/trials/{trial_id}", response_model=dict, responses={404: {"description": "no such trial"}},
