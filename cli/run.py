@@ -11,8 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 ServerOpt = Annotated[Optional[str], typer.Option("--server", help="query a remote rnnhpo service instead of the local database")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="database URL (default: RNNHPO_DATABASE_URL or the embedded SQLite)")]
@@ -87,11 +87,11 @@ def render_compare(rows: list[dict], dataset: str | None = None, title: str = "c
     table = Table(title=title, show_lines=False)
     for col in ("variant", "n", "train", "test", "sparsity W_out", "sparsity all", "time (s)",
                 "Thm1 viol.", "‖∇E‖ ratio", "diverged"):
-        table.add_column(col, justify="right" if col != "variant" else "left")
+        table.add_column(col, justify="right" if col != "variant" else "left", no_wrap=True)
     show_paper = any(dataset and paper_row(dataset, r["variant"]) for r in rows)
     if show_paper:
         for col in ("paper train", "paper test", "paper sparsity"):
-            table.add_column(col, justify="right", style="dim")
+            table.add_column(col, justify="right", style="dim", no_wrap=True)
     for r in rows:
         cells = [
             r["variant"], str(r.get("n_completed", r.get("n", "-"))),

@@ -9,12 +9,13 @@ through the sink in bulk, once per trial; ``tune.report`` carries only a small s
 from __future__ import annotations
 
 import os
-import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+from ray import tune
 
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
@@ -108,8 +109,6 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
 
 def _next_attempt() -> int:
     """Count this Ray Tune trial's attempts in its trial directory (kept across retries)."""
-    from ray import tune
-
     try:
         trial_dir = Path(tune.get_context().get_trial_dir())
     except Exception:  # noqa: BLE001 - outside Tune (direct calls) there is no trial dir
@@ -152,8 +151,6 @@ def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
 
 
 def _pack_trainable(config: dict, jobs: list[PackJob], sink: ResultSink) -> None:
-    from ray import tune
-
     summary = run_pack_job(jobs[config["pack"]], sink)
     tune.report({k: (-1 if v is None else v) for k, v in summary.items()})
 
@@ -164,40 +161,68 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
               on_pack_done: Callable[[PackOutcome], None] | None = None,
               time_budget_s: float | None = None) -> list[PackOutcome]:
     """Run the packs as one Ray Tune experiment (one Tune trial per pack) and wait for them."""
-    from ray import tune
-
     if not jobs:
         return []
     outcomes: dict[str, PackOutcome] = {}
+    key = uuid.uuid4().hex
+    _LIVE_RUNS[key] = (jobs, outcomes, should_cancel, on_pack_done)
+    try:
+        return _fit(key, jobs, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
+                    max_failures=max_failures, storage_dir=storage_dir, name=name,
+                    time_budget_s=time_budget_s)
+    finally:
+        _LIVE_RUNS.pop(key, None)
 
-    class _Progress(tune.Callback):
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            r = trial.last_result or {}
-            job = jobs[trial.config["pack"]]
-            best = r.get("best_value")
-            outcome = PackOutcome(job.pack_id, True, None,
-                                  None if best in (None, -1) else float(best),
-                                  None if r.get("best_trial_id") in (None, -1) else int(r["best_trial_id"]),
-                                  job.size)
-            outcomes[job.pack_id] = outcome
-            if on_pack_done:
-                on_pack_done(outcome)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
-            job = jobs[trial.config["pack"]]
-            outcome = PackOutcome(job.pack_id, False, str(trial.error_file or "pack failed"),
-                                  None, None, job.size)
-            outcomes[job.pack_id] = outcome
-            if on_pack_done:
-                on_pack_done(outcome)
+#: State of the runs in flight, by key. Tune pickles its callbacks and stoppers with the
+#: experiment state, so they hold only the key, never closures, locks or connections.
+_LIVE_RUNS: dict[str, tuple] = {}
 
-    class _Cancel(tune.Stopper):
-        def __call__(self, trial_id, result):
-            return False
 
-        def stop_all(self):
-            return bool(should_cancel and should_cancel())
+class _PackProgress(tune.Callback):
+    """Tune callback: records each pack's outcome as it completes or fails for good."""
 
+    def __init__(self, key: str):
+        self.key = key
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, False)
+
+    def _finish(self, trial, ok: bool) -> None:
+        live = _LIVE_RUNS.get(self.key)
+        if live is None:
+            return
+        jobs, outcomes, _, on_pack_done = live
+        job = jobs[trial.config["pack"]]
+        r = (trial.last_result or {}) if ok else {}
+        best, best_id = r.get("best_value"), r.get("best_trial_id")
+        outcome = PackOutcome(job.pack_id, ok, None if ok else str(trial.error_file or "pack failed"),
+                              None if best in (None, -1) else float(best),
+                              None if best_id in (None, -1) else int(best_id), job.size)
+        outcomes[job.pack_id] = outcome
+        if on_pack_done:
+            on_pack_done(outcome)
+
+
+class _CancelStopper(tune.Stopper):
+    """Stops every pack in flight once the run's ``should_cancel`` says so."""
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def __call__(self, trial_id, result):
+        return False
+
+    def stop_all(self):
+        live = _LIVE_RUNS.get(self.key)
+        return bool(live and live[2] and live[2]())
+
+
+def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
+         max_failures: int, storage_dir: Path, name: str, time_budget_s: float | None) -> list[PackOutcome]:
     resources = {"cpu": cpus_per_pack, "gpu": gpus_per_pack}
     trainable = tune.with_resources(tune.with_parameters(_pack_trainable, jobs=jobs, sink=sink), resources)
     tuner = tune.Tuner(
@@ -207,10 +232,9 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            stop=_Cancel(), callbacks=[_Progress()], log_to_file=False),
+            stop=_CancelStopper(key), callbacks=[_PackProgress(key)], log_to_file=False),
     )
-    started = time.monotonic()
     tuner.fit()
-    del started
+    outcomes = _LIVE_RUNS[key][1]
     return [outcomes.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size))
             for j in jobs]

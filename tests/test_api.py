@@ -386,3 +386,26 @@ def test_openapi_complete(client):
     assert set(body) >= {"application/json", "application/yaml"}
     assert body["application/json"]["examples"]["iris"]["value"]["name"] == "iris-quick"
     assert "DatasetSpec" in doc["components"]["schemas"]
+
+
+@pytest.mark.postgres
+def test_hostile_inputs_on_postgres_are_4xx(pg_url, tmp_path):
+    """NUL bytes, huge ids and odd strings never reach PostgreSQL as errors (no 5xx)."""
+    s = Settings(database_url=pg_url, data_dir=tmp_path / "data", max_body_bytes=20_000)
+    with TestClient(create_app(s)) as c:
+        exp_id = _submit(c).json()["id"]
+        fake_results(c.app.state.store, exp_id, steps=5)
+        urls = ["/api/v1/experiments/a%00b", f"/api/v1/experiments/{exp_id}/trials?variant=a%00",
+                f"/api/v1/experiments/{exp_id}/trials?variant=" + "x" * 300, "/api/v1/compare?experiments=a%00",
+                "/api/v1/trials/99999999999999999999", "/api/v1/trials/9223372036854775807/trace", "/api/v1/trials/2147483648",
+                f"/api/v1/experiments/{exp_id}/plots/grid.png?x=a%00", "/api/v1/experiments/" + "a" * 65,
+                f"/api/v1/experiments/{exp_id}/plots/convergence.png?variants=%00"]
+        for url in urls:
+            r = c.get(url)
+            assert 400 <= r.status_code < 500, (url, r.status_code, r.text)
+        spec = json.loads(json.dumps(SPEC))
+        spec["name"] = "nul\x00name"
+        r = _submit(c, spec)
+        assert r.status_code == 422 and ["body", "name"] in [e["loc"] for e in r.json()["detail"]]
+        r = c.post("/api/v1/experiments/a%00/cancel")
+        assert r.status_code == 422

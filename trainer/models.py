@@ -106,6 +106,21 @@ def _input_projection(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
     return out.view(K, B, T, G)
 
 
+def _input_projection_tm(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
+    """As _input_projection but laid out (K, T, B, G), so that [:, t] has contiguous rows."""
+    K, D, G = W.shape
+    B, T = x.shape[-3], x.shape[-2]
+    xt = x.transpose(-3, -2)  # (.., T, B, D)
+    if xt.dim() == 3:
+        xt = xt.unsqueeze(0)
+    if D == 1:
+        Wb = W.unsqueeze(1)
+        return torch.addcmul(b[:, None, None, :], xt, Wb) if b is not None else xt * Wb
+    xf = xt.expand(K, T, B, D).reshape(K, T * B, D)
+    out = torch.baddbmm(b.unsqueeze(1), xf, W) if b is not None else torch.bmm(xf, W)
+    return out.view(K, T, B, G)
+
+
 def _input_grad(x: Tensor, dA: Tensor) -> Tensor:
     """dW for the input projection: x^T dA, (K,D,G)."""
     K, B, T, G = dA.shape
@@ -198,61 +213,67 @@ class GRU(Family):
         return self._readout(p, h), None
 
     def _forward_train(self, p, x):
-        """Forward that keeps what BPTT needs in time-major buffers (K, T, B, .), written in place."""
+        """Forward that keeps what BPTT needs in time-major buffers (T, K, B, .), written in place.
+
+        Time-major so that every per-step slice is contiguous: ``out=`` into a batch-strided slice
+        makes baddbmm fall back to one addmm per member.
+        """
         H = self.H
-        xp = _input_projection(x, p["Wx"], p["b"] if self.bias else None)
-        K, B, T, _ = xp.shape
+        xp = _input_projection_tm(x, p["Wx"], p["b"] if self.bias else None)  # (K, T, B, 3H)
+        K, T, B, _ = xp.shape
         opts = dict(dtype=xp.dtype, device=xp.device)
-        HS = torch.empty(K, T + 1, B, H, **opts)  # h_0 .. h_T
-        HS[:, 0].zero_()
-        ZR = torch.empty(K, T, B, 2 * H, **opts)
-        RH = torch.empty(K, T, B, H, **opts)
-        CC = torch.empty(K, T, B, H, **opts)
+        HS = torch.empty(T + 1, K, B, H, **opts)  # h_0 .. h_T
+        HS[0].zero_()
+        ZR = torch.empty(T, K, B, 2 * H, **opts)
+        RH = torch.empty(T, K, B, H, **opts)
+        CC = torch.empty(T, K, B, H, **opts)
         Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
         for t in range(T):
-            h, zr, c = HS[:, t], ZR[:, t], CC[:, t]
-            xt = xp[:, :, t]
+            h, zr, c = HS[t], ZR[t], CC[t]
+            xt = xp[:, t]
             torch.baddbmm(xt[..., :2 * H], h, Wzr, out=zr)
             zr.sigmoid_()
-            torch.mul(zr[..., H:], h, out=RH[:, t])
-            torch.baddbmm(xt[..., 2 * H:], RH[:, t], Whh, out=c)
+            torch.mul(zr[..., H:], h, out=RH[t])
+            torch.baddbmm(xt[..., 2 * H:], RH[t], Whh, out=c)
             c.mul_(2).sigmoid_().mul_(2).sub_(1)  # tanh (see _tanh)
-            torch.addcmul(h, zr[..., :H], c - h, out=HS[:, t + 1])
-        hT = HS[:, T]
-        return self._readout(p, hT), ("buffers", HS, ZR, RH, CC)
+            torch.addcmul(h, zr[..., :H], c - h, out=HS[t + 1])
+        return self._readout(p, HS[T]), ("buffers", HS, ZR, RH, CC)
 
     def backward(self, p, x, cache, dout):
         _, HS, ZR, RH, CC = cache
         H = self.H
-        K, T1, B, _ = HS.shape
+        T1, K, B, _ = HS.shape
         T = T1 - 1
+        D = x.shape[-1]
         grads: dict[str, Tensor] = {}
-        dh = self._readout_backward(p, HS[:, T], dout, grads)
+        dh = self._readout_backward(p, HS[T], dout, grads)
         opts = dict(dtype=dh.dtype, device=dh.device)
         WzrT = p["Wh_zr"].transpose(1, 2).contiguous()
         WhhT = p["Wh_h"].transpose(1, 2).contiguous()
-        GA = torch.empty(K, T, B, 3 * H, **opts)  # dE/d(pre-activations) [z, r, h~] per step
+        GA = torch.empty(T, K, B, 3 * H, **opts)  # dE/d(pre-activations) [z, r, h~] per step
+        dWzr = torch.zeros(K, H, 2 * H, **opts)
+        dWhh = torch.zeros(K, H, H, **opts)
+        dWx = torch.zeros(K, D, 3 * H, **opts)
+        xs = x if x.dim() == 4 else x.unsqueeze(0).expand(K, -1, -1, -1)
         ZR1 = ZR * (1 - ZR)  # sigma' of both gates, all steps at once
         C2 = 1 - CC * CC  # tanh' of the candidate, all steps at once
         for t in range(T - 1, -1, -1):
-            h, zr, c = HS[:, t], ZR[:, t], CC[:, t]
+            h, zr, c, g = HS[t], ZR[t], CC[t], GA[t]
             z, r = zr[..., :H], zr[..., H:]
-            g = GA[:, t]
             dc = dh * z
-            dah = torch.mul(dc, C2[:, t], out=g[..., 2 * H:])
+            dah = torch.mul(dc, C2[t], out=g[..., 2 * H:])
             drh = torch.bmm(dah, WhhT)
             torch.mul(dh, c - h, out=g[..., :H])
             torch.mul(drh, h, out=g[..., H:2 * H])
             gzr = g[..., :2 * H]
-            gzr.mul_(ZR1[:, t])
+            gzr.mul_(ZR1[t])
             dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
-        GAf = GA.view(K, T * B, 3 * H)
-        grads["Wh_zr"] = torch.bmm(HS[:, :T].reshape(K, T * B, H).transpose(1, 2), GAf[..., :2 * H])
-        grads["Wh_h"] = torch.bmm(RH.view(K, T * B, H).transpose(1, 2), GAf[..., 2 * H:])
-        xt = x.transpose(-3, -2)  # (.., T, B, D) to match GA's time-major order
-        grads["Wx"] = _input_grad(xt, GA)
+            dWzr.baddbmm_(h.transpose(1, 2), gzr)
+            dWhh.baddbmm_(RH[t].transpose(1, 2), dah)
+            dWx.baddbmm_(xs[:, :, t].transpose(1, 2), g)
+        grads["Wx"], grads["Wh_zr"], grads["Wh_h"] = dWx, dWzr, dWhh
         if self.bias:
-            grads["b"] = GA.sum((1, 2))
+            grads["b"] = GA.sum((0, 2))
         return grads
 
 
@@ -323,7 +344,6 @@ class DiagRNN(Family):
     """
 
     name = "diag_rnn"
-    bias_free = True
 
     def __init__(self, n_in, hidden, n_out, bias=True):
         super().__init__(n_in, hidden, n_out, bias=False)

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from trainer.config import MemberConfig, PackConfig
+from trainer.config import PackConfig
 from trainer.models import Family
 
 Tensor = torch.Tensor
@@ -70,7 +70,3 @@ class Optimizer:
             norm = torch.linalg.vector_norm(d, dim=1, keepdim=True)
             scale = torch.clamp(radius / torch.clamp(norm, min=1e-300), max=1.0)
             flat[:, sl] = (self.flat0[:, sl].view(K, -1, units) + d * scale).reshape(K, -1)
-
-
-def member_lrs(members: list[MemberConfig]) -> list[float]:
-    return [m.lr for m in members]

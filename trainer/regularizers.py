@@ -70,7 +70,6 @@ class Penalty:
 
         self.c_l1, self.c_l2, self.c_sl1 = coef("l1"), coef("l2"), coef("sl1")
         self.alpha = torch.as_tensor([[m.alpha] for m in members], dtype=dtype, device=device)
-        self.tik = [i for i, m in enumerate(members) if m.reg == "tikhonov" and m.lam >= 0]
         self.has_tik = any(m.reg == "tikhonov" for m in members)
         if self.has_tik:
             t = lambda v: torch.as_tensor(v, dtype=dtype, device=device)  # noqa: E731
@@ -124,11 +123,9 @@ class Penalty:
 
 
 def _norm(W: Tensor, spectral: Tensor) -> Tensor:
+    """Per-member matrix norm of (K, a, b): spectral where ``spectral`` (K,) is true, else Frobenius."""
     fro = torch.linalg.matrix_norm(W, ord="fro")
-    if spectral.is_cpu and bool(spectral.any()) or not spectral.is_cpu:
-        spec = torch.linalg.matrix_norm(W, ord=2)
-        return torch.where(spectral, spec, fro)
-    return fro
+    return torch.where(spectral, torch.linalg.matrix_norm(W, ord=2), fro)
 
 
 def tikhonov_parts(p: dict[str, Tensor], H: int, beta: Tensor, spectral: Tensor) -> dict[str, Tensor]:

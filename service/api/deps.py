@@ -10,6 +10,7 @@ import hmac
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi import Path as _Path
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.settings import Settings
@@ -55,16 +56,14 @@ StoreDep = Annotated["Store", Depends(get_store)]
 RunnerDep = Annotated[Any, Depends(get_runner)]
 AuthDep = Annotated[None, Depends(require_token)]
 
-__all__ = ["SettingsDep", "StoreDep", "RunnerDep", "AuthDep", "get_settings", "get_store",
-           "require_token"]
+__all__ = ["SettingsDep", "StoreDep", "RunnerDep", "AuthDep", "ExpIdPath", "TrialIdPath", "get_settings",
+           "get_store", "require_token", "EXP_ID_PATTERN", "NO_NUL_PATTERN"]
 
 # -- path and query parameter types shared by the routers ---------------------------------
-from fastapi import Path as _Path  # noqa: E402
-
 #: Experiment ids are uuid4 hex strings; anything else cannot exist (and never reaches SQL).
 EXP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 ExpIdPath = Annotated[str, _Path(pattern=EXP_ID_PATTERN, description="experiment id",
                                  examples=["3f2a9c1e0b7d4c5895b0c2d7e1f4a6b8"])]
-TrialIdPath = Annotated[int, _Path(ge=1, le=2**63 - 1, description="trial id", examples=[17])]
+TrialIdPath = Annotated[int, _Path(ge=1, le=2**31 - 1, description="trial id", examples=[17])]
 #: Free text that goes into SQL as a bound value: no NUL bytes (PostgreSQL rejects them).
 NO_NUL_PATTERN = r"^[^\x00]*$"

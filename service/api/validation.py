@@ -71,6 +71,33 @@ def parse_document(raw: bytes, content_type: str | None) -> dict[str, Any]:
     return data
 
 
+def check_nul(data: Any, loc: tuple = ("body",)) -> None:
+    """Refuse NUL characters anywhere (PostgreSQL text and JSONB cannot store them)."""
+    errors: list[dict[str, Any]] = []
+
+    def walk(x: Any, where: tuple) -> None:
+        if len(errors) >= 10:
+            return
+        if isinstance(x, str):
+            if "\x00" in x:
+                errors.append(_err(where, "text must not contain NUL characters", "string_nul"))
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                if isinstance(k, str) and "\x00" in k:
+                    errors.append(_err(where, "keys must not contain NUL characters", "string_nul"))
+                walk(v, (*where, k))
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                walk(v, (*where, i))
+
+    try:
+        walk(data, loc)
+    except RecursionError:
+        errors.append(_err(loc, "document nested too deeply", "value_error"))
+    if errors:
+        raise SpecError(errors)
+
+
 def validate_spec(data: dict[str, Any]):
     from pydantic import ValidationError
 
@@ -128,6 +155,8 @@ def check_size(spec, max_trials: int) -> int:
 
 def spec_from_body(raw: bytes, content_type: str | None, *, data_dir: Path, max_trials: int):
     """Parse, validate, sandbox and size a spec; returns ``(spec, n_trials)`` or raises SpecError."""
-    spec = validate_spec(parse_document(raw, content_type))
+    data = parse_document(raw, content_type)
+    check_nul(data)
+    spec = validate_spec(data)
     check_paths(spec, data_dir)
     return spec, check_size(spec, max_trials)
