@@ -5,7 +5,7 @@ one intra-op thread, one process. The baseline is the straightforward code a use
 nn.GRU + nn.Linear + torch.optim.SGD + a manual smooth-L1 penalty on the readout. The pack also
 records its full per-iteration trace and per-epoch train/test metrics; the baseline does not.
 
-    python benchmarks/pack_throughput.py [--quick] [--epochs N] [--members K]
+    python benchmarks/pack_throughput.py [--quick] [--epochs N] [--members K] [--dataloader]
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def configs(K: int) -> list[MemberConfig]:
                          alpha=float(10 ** rng.uniform(-3, -1)), seed=i) for i in range(K)]
 
 
-def baseline_one(task: Task, m: MemberConfig, epochs: int, batch: int, hidden: int) -> float:
+def baseline_one(task: Task, m: MemberConfig, epochs: int, batch: int, hidden: int,
+                 loader: bool = False) -> float:
     torch.manual_seed(m.seed)
     gru = torch.nn.GRU(task.n_inputs, hidden, batch_first=True)
     head = torch.nn.Linear(hidden, task.n_outputs)
@@ -45,15 +46,20 @@ def baseline_one(task: Task, m: MemberConfig, epochs: int, batch: int, hidden: i
     y = torch.as_tensor(task.y_train)
     n = len(x)
     loss = torch.zeros(())
+    if loader:  # the textbook input pipeline
+        dl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
     for _ in range(epochs):
-        perm = torch.randperm(n)
-        for a in range(0, n, batch):
-            idx = perm[a:a + batch]
-            _, h = gru(x[idx])
+        if loader:
+            batches = iter(dl)
+        else:
+            perm = torch.randperm(n)
+            batches = ((x[perm[a:a + batch]], y[perm[a:a + batch]]) for a in range(0, n, batch))
+        for xb, yb in batches:
+            _, h = gru(xb)
             out = head(h[-1])
             w = head.weight.abs()
             pen = torch.where(w >= m.alpha, w, w * w / (2 * m.alpha) + m.alpha / 2).sum()
-            loss = torch.nn.functional.cross_entropy(out, y[idx]) + m.lam * pen
+            loss = torch.nn.functional.cross_entropy(out, yb) + m.lam * pen
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -71,11 +77,11 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
 
 
-def run_baseline(task, members, epochs, batch, hidden) -> tuple[float, float]:
+def run_baseline(task, members, epochs, batch, hidden, loader=False) -> tuple[float, float]:
     """(wall, cpu) of training the members one after the other."""
     with Clock() as c:
         for m in members:
-            baseline_one(task, m, epochs, batch, hidden)
+            baseline_one(task, m, epochs, batch, hidden, loader)
     return c.wall, c.cpu
 
 
@@ -91,6 +97,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="16 members, 10 epochs")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--members", type=int, default=None)
+    ap.add_argument("--dataloader", action="store_true",
+                    help="also time the baseline fed by torch.utils.data.DataLoader")
     args = ap.parse_args()
     torch.set_num_threads(1)
     K = args.members or (16 if args.quick else 64)
@@ -110,6 +118,10 @@ def main() -> None:
     print(f"  pack      : wall {pw:8.3f} s   cpu {pc:8.3f} s")
     print(f"  one by one: wall {base[0]:8.3f} s   cpu {base[1]:8.3f} s  (nn.GRU + optim.SGD)")
     print(f"  speed-up  : wall {base[0] / pw:8.1f}x   cpu {base[1] / pc:8.1f}x")
+    if args.dataloader:
+        dl = run_baseline(task, members, epochs, batch, hidden, loader=True)
+        print(f"  one by one with a DataLoader(shuffle=True): wall {dl[0]:8.3f} s   cpu {dl[1]:8.3f} s"
+              f"  -> speed-up wall {dl[0] / pw:.1f}x, cpu {dl[1] / pc:.1f}x")
 
     one = [run_pack(task, members[:1], epochs, batch, hidden) for _ in range(5)]
     ref = [run_baseline(task, members[:1], epochs, batch, hidden) for _ in range(5)]

@@ -198,13 +198,13 @@ class GRU(Family):
         if keep and not (torch.is_grad_enabled() and p["Wx"].requires_grad):
             return self._forward_train(p, x)
         H = self.H
-        xp = _input_projection(x, p["Wx"], p["b"] if self.bias else None)
-        K, B, T, _ = xp.shape
+        xp = _input_projection_tm(x, p["Wx"], p["b"] if self.bias else None)  # (K, T, B, 3H)
+        K, T, B, _ = xp.shape
         h = _zeros(xp, K, B, H)
         # contiguous copies once per pass: bmm on the strided views of the flat buffer copies each call
         Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
         for t in range(T):
-            xt = xp[:, :, t]
+            xt = xp[:, t]
             a = torch.baddbmm(xt[..., :2 * H], h, Wzr)
             zr = torch.sigmoid(a) if a.requires_grad else a.sigmoid_()
             z, r = zr[..., :H], zr[..., H:]
