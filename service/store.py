@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 from sqlalchemy.engine import Connection, Engine
 
 from search.sink import TrialPlan, TrialRecord
@@ -97,6 +97,23 @@ class ExperimentView(BaseModel):
     n_trials_done: int = 0
     best: dict[str, Any] | None = None
     attempts: int = 0
+    progress: dict[str, Any] | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def dashboard_url(self) -> str | None:
+        """Ray dashboard of the cluster running the experiment, as its runner reported it."""
+        return (self.progress or {}).get("dashboard_url")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eta_s(self) -> float | None:
+        """The driver's last ETA, less the time passed since it reported it."""
+        progress = self.progress or {}
+        if self.status != "running" or progress.get("eta_s") is None:
+            return None
+        since = (_now() - datetime.fromisoformat(progress["updated_at"])).total_seconds()
+        return max(0.0, float(progress["eta_s"]) - since)
 
 
 class TrialView(BaseModel):
@@ -454,10 +471,17 @@ class Store:
             ).values(heartbeat_at=_now()))
             return res.rowcount == 1
 
-    def set_progress(self, exp_id: str, *, total: int, done: int, best: dict | None = None) -> None:
+    def set_progress(self, exp_id: str, *, total: int, done: int, best: dict | None = None,
+                     eta_s: float | None = None, dashboard_url: str | None = None,
+                     packs_total: int | None = None, packs_done: int | None = None) -> None:
+        """Record progress; ETA, dashboard URL and pack counts go to the ``progress`` JSON."""
         values: dict[str, Any] = {"n_trials_total": int(total), "n_trials_done": int(done)}
         if best is not None:
             values["best"] = _jsonable(best)
+        extra = {"eta_s": eta_s, "dashboard_url": dashboard_url, "packs_total": packs_total,
+                 "packs_done": packs_done}
+        if any(v is not None for v in extra.values()):
+            values["progress"] = _jsonable({**extra, "updated_at": _now().isoformat()})
         with self._write() as conn:
             if conn.execute(E.update().where(E.c.id == exp_id).values(**values)).rowcount != 1:
                 raise NotFound(f"experiment {exp_id!r} not found")

@@ -224,6 +224,19 @@ def test_set_progress(store):
         store.set_progress("missing", total=1, done=0)
 
 
+def test_progress_reports_dashboard_and_a_shrinking_eta_while_running(store):
+    exp = store.create_experiment("a", {})
+    assert store.claim_experiment("r1", exp_id=exp).status == "running"
+    store.set_progress(exp, total=10, done=5, eta_s=100.0, dashboard_url="http://127.0.0.1:8265",
+                       packs_total=4, packs_done=2)
+    e = store.get_experiment(exp)
+    assert e.dashboard_url == "http://127.0.0.1:8265"
+    assert e.progress["packs_done"] == 2 and e.progress["packs_total"] == 4
+    assert 90.0 < e.eta_s <= 100.0
+    store.finish_experiment(exp, "succeeded")
+    assert store.get_experiment(exp).eta_s is None
+
+
 # ------------------------------------------------------------------------------------ trials
 
 

@@ -78,6 +78,7 @@ class Experiment(Base):
     n_trials_done: Mapped[int] = mapped_column(default=0)
     best: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
+    progress: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.CheckConstraint(
