@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -111,6 +112,25 @@ def render_compare(rows: list[dict], dataset: str | None = None, title: str = "c
     console.print(table)
 
 
+def save_plots(store, exp_id: str, out_dir: Path) -> list[Path]:
+    """Write the convergence-band (Fig. 6) and sparsity (Fig. 3b) plots of an experiment."""
+    from service.api.plots import convergence_plot, sparsity_plot
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "convergence.png": convergence_plot(exp_id, store, metrics="loss,grad_norm,weight_norm", config="best",
+                                            points=500, variants=None, log=True, width=1500, height=450, dpi=100),
+        "sparsity.png": sparsity_plot(exp_id, store, metric="sparsity_out", config="best", points=500,
+                                      variants=None, width=800, height=500, dpi=100),
+    }
+    paths = []
+    for name, response in figures.items():
+        path = out_dir / name
+        path.write_bytes(response.body)
+        paths.append(path)
+    return paths
+
+
 def _compare_rows(store, exp_ids: list[str]) -> list[dict]:
     return [s.model_dump(mode="json") if hasattr(s, "model_dump") else dict(s) for s in store.compare(exp_ids)]
 
@@ -119,7 +139,9 @@ def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or
         quick: Annotated[bool, typer.Option("--quick", help="demo size: 3 seeds, <= 60 epochs")] = False,
         db: DbOpt = None,
         resume: Annotated[Optional[str], typer.Option("--resume", help="resume this experiment id")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False) -> None:
+        as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
+        plots_dir: Annotated[Optional[Path], typer.Option(help="where to save the PNG plots (default var/plots/ID)")] = None,
+        no_plots: Annotated[bool, typer.Option("--no-plots", help="do not save plots")] = False) -> None:
     """Run an experiment end to end on local Ray (or RAY_ADDRESS) and print the comparison."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -179,6 +201,9 @@ def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or
         status = runner.execute(view)
     final = store.get_experiment(exp_id)
     rows = _compare_rows(store, [exp_id])
+    if status == "succeeded" and not no_plots:
+        for path in save_plots(store, exp_id, plots_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var")) / "plots" / exp_id):
+            err_console.print(f"plot: {path}")
     if as_json:
         print(json.dumps({"experiment": exp_id, "status": final.status, "variants": rows}, indent=2))
     else:

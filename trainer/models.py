@@ -250,30 +250,34 @@ class GRU(Family):
         opts = dict(dtype=dh.dtype, device=dh.device)
         WzrT = p["Wh_zr"].transpose(1, 2).contiguous()
         WhhT = p["Wh_h"].transpose(1, 2).contiguous()
-        GA = torch.empty(T, K, B, 3 * H, **opts)  # dE/d(pre-activations) [z, r, h~] per step
+        # dE/d(pre-activations) per step, [z, r] and h~ kept apart so every write is contiguous
+        # (torch.mul(..., out=<strided slice>) is ~10x slower than into a contiguous buffer)
+        GZR = torch.empty(T, K, B, 2 * H, **opts)
+        GH = torch.empty(T, K, B, H, **opts)
         dWzr = torch.zeros(K, H, 2 * H, **opts)
         dWhh = torch.zeros(K, H, H, **opts)
-        dWx = torch.zeros(K, D, 3 * H, **opts)
+        dWx_zr = torch.zeros(K, D, 2 * H, **opts)
+        dWx_h = torch.zeros(K, D, H, **opts)
         xs = x if x.dim() == 4 else x.unsqueeze(0).expand(K, -1, -1, -1)
         ZR1 = ZR * (1 - ZR)  # sigma' of both gates, all steps at once
         C2 = 1 - CC * CC  # tanh' of the candidate, all steps at once
         for t in range(T - 1, -1, -1):
-            h, zr, c, g = HS[t], ZR[t], CC[t], GA[t]
+            h, zr, c = HS[t], ZR[t], CC[t]
             z, r = zr[..., :H], zr[..., H:]
             dc = dh * z
-            dah = torch.mul(dc, C2[t], out=g[..., 2 * H:])
+            dah = torch.mul(dc, C2[t], out=GH[t])
             drh = torch.bmm(dah, WhhT)
-            torch.mul(dh, c - h, out=g[..., :H])
-            torch.mul(drh, h, out=g[..., H:2 * H])
-            gzr = g[..., :2 * H]
-            gzr.mul_(ZR1[t])
+            gzr = torch.cat((dh * (c - h), drh * h), dim=-1, out=GZR[t]).mul_(ZR1[t])
             dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
             dWzr.baddbmm_(h.transpose(1, 2), gzr)
             dWhh.baddbmm_(RH[t].transpose(1, 2), dah)
-            dWx.baddbmm_(xs[:, :, t].transpose(1, 2), g)
-        grads["Wx"], grads["Wh_zr"], grads["Wh_h"] = dWx, dWzr, dWhh
+            xt = xs[:, :, t].transpose(1, 2)
+            dWx_zr.baddbmm_(xt, gzr)
+            dWx_h.baddbmm_(xt, dah)
+        grads["Wx"] = torch.cat((dWx_zr, dWx_h), dim=-1)
+        grads["Wh_zr"], grads["Wh_h"] = dWzr, dWhh
         if self.bias:
-            grads["b"] = GA.sum((0, 2))
+            grads["b"] = torch.cat((GZR.sum((0, 2)), GH.sum((0, 2))), dim=-1)
         return grads
 
 
