@@ -20,7 +20,7 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(VENV)/bin/rnnhpo run examples/iris-table3.yaml --quick
+	$(VENV)/bin/rnnhpo run examples/iris-table3.yaml
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -254,26 +254,24 @@ class GRU(Family):
         # (torch.mul(..., out=<strided slice>) is ~10x slower than into a contiguous buffer)
         GZR = torch.empty(T, K, B, 2 * H, **opts)
         GH = torch.empty(T, K, B, H, **opts)
-        dWzr = torch.zeros(K, H, 2 * H, **opts)
-        dWhh = torch.zeros(K, H, H, **opts)
-        dWx_zr = torch.zeros(K, D, 2 * H, **opts)
-        dWx_h = torch.zeros(K, D, H, **opts)
         xs = x if x.dim() == 4 else x.unsqueeze(0).expand(K, -1, -1, -1)
-        ZR1 = ZR * (1 - ZR)  # sigma' of both gates, all steps at once
-        C2 = 1 - CC * CC  # tanh' of the candidate, all steps at once
+        acc: list[Tensor] = []  # dW_zr, dW_hh, dW_x[z,r], dW_x[h~], summed over steps
         for t in range(T - 1, -1, -1):
             h, zr, c = HS[t], ZR[t], CC[t]
             z, r = zr[..., :H], zr[..., H:]
             dc = dh * z
-            dah = torch.mul(dc, C2[t], out=GH[t])
+            dah = torch.mul(dc, 1 - c * c, out=GH[t])
             drh = torch.bmm(dah, WhhT)
-            gzr = torch.cat((dh * (c - h), drh * h), dim=-1, out=GZR[t]).mul_(ZR1[t])
+            gzr = torch.cat((dh * (c - h), drh * h), dim=-1, out=GZR[t]).mul_(zr * (1 - zr))
             dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
-            dWzr.baddbmm_(h.transpose(1, 2), gzr)
-            dWhh.baddbmm_(RH[t].transpose(1, 2), dah)
             xt = xs[:, :, t].transpose(1, 2)
-            dWx_zr.baddbmm_(xt, gzr)
-            dWx_h.baddbmm_(xt, dah)
+            terms = ((h.transpose(1, 2), gzr), (RH[t].transpose(1, 2), dah), (xt, gzr), (xt, dah))
+            if not acc:
+                acc = [torch.bmm(a, b) for a, b in terms]
+            else:
+                for buf, (a, b) in zip(acc, terms):
+                    buf.baddbmm_(a, b)
+        dWzr, dWhh, dWx_zr, dWx_h = acc
         grads["Wx"] = torch.cat((dWx_zr, dWx_h), dim=-1)
         grads["Wh_zr"], grads["Wh_h"] = dWzr, dWhh
         if self.bias:
