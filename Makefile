@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
+	$(VENV)/bin/ruff check --select F,E9 .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install

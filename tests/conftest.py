@@ -37,6 +37,41 @@ def pg_url():
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request):
+    """A fresh, empty database per test: a SQLite file, or a PostgreSQL database created beside
+    the session's ``pg_url`` one (tests that claim experiments must see only their own)."""
+    from service.db.engine import dispose_engines
+
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+        dispose_engines()
+        return
+    base_url = request.getfixturevalue("pg_url")
+    name = f"rnnhpo_t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin_connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield base_url.rsplit("/", 1)[0] + f"/{name}"
+    dispose_engines()
+    with _pg_admin_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network access is blocked in this test")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection and name lookup raises: proves the code under test needs none."""
+    import socket
+
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     """SQLAlchemy URL of a SQLite file private to one test."""

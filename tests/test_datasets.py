@@ -13,16 +13,7 @@ from trainer.datasets import base as ds_base
 from trainer.tasks import Task, cv_folds, load_task, task_names
 
 
-def _no_network(*args, **kwargs):
-    raise OSError("network access is blocked in the dataset tests")
-
-
-@pytest.fixture(autouse=True)
-def block_network(monkeypatch):
-    monkeypatch.setattr(socket.socket, "connect", _no_network)
-    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
-    monkeypatch.setattr(socket, "create_connection", _no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def test_network_is_really_blocked():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -17,15 +16,7 @@ from trainer.tasks import load_task
 runner = CliRunner()
 
 
-def _no_network(*args, **kwargs):
-    raise OSError("network access is blocked in the dataset tests")
-
-
-@pytest.fixture(autouse=True)
-def block_network(monkeypatch):
-    monkeypatch.setattr(socket.socket, "connect", _no_network)
-    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
-    monkeypatch.setattr(socket, "create_connection", _no_network)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +121,7 @@ def test_export_user_csv_with_options_and_fold(data_dir, tmp_path):
 def test_export_errors_exit_2_with_one_line(args, needle, tmp_path):
     res = runner.invoke(app, args + ["--out", str(tmp_path / "x.npz")])
     assert res.exit_code == 2
-    assert f"error: " in res.output and needle in res.output
+    assert "error: " in res.output and needle in res.output
     assert "Traceback" not in res.output
 
 

@@ -4,7 +4,6 @@ CSV with quoted header, '?' missing values), including truncated and wrong-colum
 from __future__ import annotations
 
 import gzip
-import socket
 import time
 
 import numpy as np
@@ -15,16 +14,7 @@ from trainer.datasets import fakes
 from trainer.tasks import load_task
 
 
-def _no_network(*args, **kwargs):
-    raise OSError("network access is blocked in the dataset tests")
-
-
-@pytest.fixture(autouse=True)
-def block_network(monkeypatch):
-    monkeypatch.setattr(socket.socket, "connect", _no_network)
-    monkeypatch.setattr(socket.socket, "connect_ex", _no_network)
-    monkeypatch.setattr(socket, "create_connection", _no_network)
-    monkeypatch.setattr(socket, "getaddrinfo", _no_network)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -25,25 +24,10 @@ FLOAT_TRACE = [c for c in TRACE_COLUMNS if c not in ("step", "epoch")]
 # ---------------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request):
-    """A fresh, empty database per test: a SQLite file, or a PostgreSQL database created next
-    to the session's ``pg_url`` one (claim tests need to see only their own experiments)."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite_url")
-        dispose_engines()
-        return
-    import psycopg
-
-    base_url = request.getfixturevalue("pg_url")
-    name = f"rnnhpo_st_{uuid.uuid4().hex[:12]}"
-    admin = base_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield base_url.rsplit("/", 1)[0] + f"/{name}"
-    dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def url(db_url):
+    """The conftest's fresh database (SQLite file or a new PostgreSQL database)."""
+    return db_url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import pickle
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -13,30 +12,16 @@ import pytest
 
 from search.sink import ResultSink, TrialPlan, TrialRecord
 from service.db import current_revision, head_revision, upgrade
-from service.db.engine import dispose_engines, make_engine
+from service.db.engine import make_engine
 from service.sink import SqlResultSink
 from service.store import Store
 from trainer.result import TRACE_COLUMNS
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request):
-    """A fresh, empty database per test (SQLite file, or a new PostgreSQL database)."""
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite_url")
-        dispose_engines()
-        return
-    import psycopg
-
-    base_url = request.getfixturevalue("pg_url")
-    name = f"rnnhpo_stc_{uuid.uuid4().hex[:12]}"
-    admin = base_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield base_url.rsplit("/", 1)[0] + f"/{name}"
-    dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def url(db_url):
+    """The conftest's fresh database (SQLite file or a new PostgreSQL database)."""
+    return db_url
 
 
 def _record(trial_id: int, n: int, attempt: int = 0) -> TrialRecord:

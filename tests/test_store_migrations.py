@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from service.db import Base, current_revision, downgrade, get_engine, head_revision, upgrade
-from service.db.engine import dispose_engines, make_engine
+from service.db.engine import make_engine
 from service.db.migrate import VERSION_TABLE
 from service.db.models import EpochMetric, TracePoint
 from service.store import Store
@@ -17,23 +16,10 @@ from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
 TABLES = {"rnnhpo_experiments", "rnnhpo_trials", "rnnhpo_trace_points", "rnnhpo_epoch_metrics"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request):
-    if request.param == "sqlite":
-        yield request.getfixturevalue("sqlite_url")
-        dispose_engines()
-        return
-    import psycopg
-
-    base_url = request.getfixturevalue("pg_url")
-    name = f"rnnhpo_stm_{uuid.uuid4().hex[:12]}"
-    admin = base_url.replace("postgresql+psycopg://", "postgresql://").rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield base_url.rsplit("/", 1)[0] + f"/{name}"
-    dispose_engines()
-    with psycopg.connect(admin, autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture
+def url(db_url):
+    """The conftest's fresh database (SQLite file or a new PostgreSQL database)."""
+    return db_url
 
 
 def _tables(url) -> set[str]:

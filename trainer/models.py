@@ -244,7 +244,6 @@ class GRU(Family):
         H = self.H
         T1, K, B, _ = HS.shape
         T = T1 - 1
-        D = x.shape[-1]
         grads: dict[str, Tensor] = {}
         dh = self._readout_backward(p, HS[T], dout, grads)
         opts = dict(dtype=dh.dtype, device=dh.device)

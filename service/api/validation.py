@@ -131,8 +131,8 @@ def check_paths(spec, data_dir: Path) -> None:
             continue
         if value.startswith("~") or PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute() \
                 or PureWindowsPath(value).drive:
-            errors.append(_err(loc, f"absolute paths are not allowed: give a path relative to the data "
-                                    f"directory", "path_outside_data_dir"))
+            errors.append(_err(loc, "absolute paths are not allowed: give a path relative to the data "
+                                    "directory", "path_outside_data_dir"))
             continue
         target = (root / value).resolve()
         if target != root and root not in target.parents:
