@@ -94,8 +94,9 @@ def render_compare(rows: list[dict], dataset: str | None = None, title: str = "c
         for col in ("paper train", "paper test", "paper sparsity"):
             table.add_column(col, justify="right", style="dim", no_wrap=True)
     for r in rows:
+        name = r["variant"] if not r.get("params") else f"{r['variant']} {json.dumps(r['params'], sort_keys=True)}"
         cells = [
-            r["variant"], str(r.get("n_completed", r.get("n", "-"))),
+            name, str(r["n_completed"]),
             _fmt(r.get("train_metric_mean"), r.get("train_metric_std")),
             _fmt(r.get("test_metric_mean"), r.get("test_metric_std")),
             _fmt(r.get("sparsity_out_mean"), r.get("sparsity_out_std")),
@@ -131,8 +132,8 @@ def save_plots(store, exp_id: str, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _compare_rows(store, exp_ids: list[str]) -> list[dict]:
-    return [s.model_dump(mode="json") if hasattr(s, "model_dump") else dict(s) for s in store.compare(exp_ids)]
+def _compare_rows(store, exp_ids: list[str], by_config: bool = False) -> list[dict]:
+    return [s.model_dump(mode="json") for s in store.compare(exp_ids, by_config=by_config)]
 
 
 def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or JSON)")],
@@ -235,11 +236,12 @@ def experiments(status: Annotated[Optional[str], typer.Option(help="filter by st
 
 def compare(exp_ids: Annotated[list[str], typer.Argument(help="one or more experiment ids")],
             as_json: Annotated[bool, typer.Option("--json")] = False,
+            by_config: Annotated[bool, typer.Option("--by-config", help="one row per configuration (grid point)")] = False,
             db: DbOpt = None, server: ServerOpt = None) -> None:
     """Per variant mean ± std over seeds (the paper's Table 3/5 layout)."""
     if server:
         client = _client(server)
-        rows = client.compare(exp_ids)
+        rows = client.compare(exp_ids, by="config" if by_config else "variant")
         rows = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in rows]
         dataset = None
     else:
@@ -247,7 +249,7 @@ def compare(exp_ids: Annotated[list[str], typer.Argument(help="one or more exper
         missing = [e for e in exp_ids if store.get_experiment(e) is None]
         if missing:
             _fail(f"no experiment {', '.join(missing)}")
-        rows = _compare_rows(store, exp_ids)
+        rows = _compare_rows(store, exp_ids, by_config=by_config)
         dataset = store.get_experiment(exp_ids[0]).spec["dataset"]["name"]
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -191,17 +191,20 @@ class Client:
         return self._request("GET", f"{self.api}/trials/{trial_id}/trace", params=params).text
 
     # -- comparison & plots -----------------------------------------------------------
-    def compare(self, exp_ids: str | list[str]) -> list[dict]:
-        """Rows of the comparison (the Store's VariantSummary fields), one per (experiment, variant)."""
-        return self.compare_table(exp_ids, fmt="json")["rows"]
+    def compare(self, exp_ids: str | list[str], *, by: Literal["variant", "config"] = "variant") -> list[dict]:
+        """Rows of the comparison (the Store's VariantSummary fields), one per (experiment, variant)
+        or, with ``by="config"``, per (experiment, variant, configuration)."""
+        return self.compare_table(exp_ids, fmt="json", by=by)["rows"]
 
-    def compare_table(self, exp_ids: str | list[str], *, fmt: Literal["json", "markdown", "csv"] = "json"):
+    def compare_table(self, exp_ids: str | list[str], *, fmt: Literal["json", "markdown", "csv"] = "json",
+                      by: Literal["variant", "config"] = "variant"):
         """JSON: ``{"experiments", "rows", "table"}``; markdown/csv: the text."""
         ids = [exp_ids] if isinstance(exp_ids, str) else list(exp_ids)
+        params = {"format": fmt, "by": by}
         if len(ids) == 1:
-            r = self._request("GET", f"{self.api}/experiments/{ids[0]}/compare", params={"format": fmt})
+            r = self._request("GET", f"{self.api}/experiments/{ids[0]}/compare", params=params)
         else:
-            r = self._request("GET", f"{self.api}/compare", params={"experiments": ",".join(ids), "format": fmt})
+            r = self._request("GET", f"{self.api}/compare", params={"experiments": ",".join(ids), **params})
         return r.json() if fmt == "json" else r.text
 
     def plot(self, exp_id: str, kind: Literal["convergence", "sparsity", "grid", "pareto"] = "convergence",

@@ -31,6 +31,8 @@ Decisions (documented here because the REST layer and the CLI rely on them):
 
 from __future__ import annotations
 
+import json
+
 import math
 import struct
 import time
@@ -166,6 +168,7 @@ class VariantSummary(BaseModel):
     experiment_id: str
     experiment_name: str
     variant: str
+    params: dict[str, Any] | None = None  # the configuration, when compared by configuration
     n_trials: int
     n_completed: int
     n_diverged: int
@@ -864,8 +867,11 @@ class Store:
 
     # ---------------------------------------------------------------- comparison
 
-    def compare(self, exp_ids: list[str]) -> list[VariantSummary]:
-        """Per (experiment, variant) summary, in the order of ``exp_ids`` then variant name."""
+    def compare(self, exp_ids: list[str], *, by_config: bool = False) -> list[VariantSummary]:
+        """Per (experiment, variant) summary, in the order of ``exp_ids`` then variant name.
+
+        ``by_config`` splits each variant by its searched parameters, so a grid search gives one
+        row per grid point (mean ± std over that point's seeds and folds)."""
         exp_ids = list(dict.fromkeys(exp_ids))
         metric_cols = COMPARE_METRICS + ("monotonicity_violations", "grad_norm_ratio")
         with self._read() as conn:
@@ -874,19 +880,21 @@ class Store:
             if missing:
                 raise NotFound(f"experiment(s) not found: {', '.join(missing)}")
             rows = conn.execute(
-                sa.select(T.c.experiment_id, T.c.variant, T.c.status,
+                sa.select(T.c.experiment_id, T.c.variant, T.c.status, T.c.params,
                           *[T.c[c] for c in metric_cols])
                 .where(T.c.experiment_id.in_(exp_ids))).all()
-        groups: dict[tuple[str, str], list] = {}
+        groups: dict[tuple[str, str, str], list] = {}
         for r in rows:
-            groups.setdefault((r.experiment_id, r.variant), []).append(r)
+            key = json.dumps(r.params or {}, sort_keys=True, default=str) if by_config else ""
+            groups.setdefault((r.experiment_id, r.variant, key), []).append(r)
         order = {e: i for i, e in enumerate(exp_ids)}
         out = []
-        for (exp_id, variant) in sorted(groups, key=lambda k: (order[k[0]], k[1])):
-            g = groups[(exp_id, variant)]
+        for (exp_id, variant, key) in sorted(groups, key=lambda k: (order[k[0]], k[1], k[2])):
+            g = groups[(exp_id, variant, key)]
             done = [r for r in g if r.status == "completed"]
             summary: dict[str, Any] = dict(
                 experiment_id=exp_id, experiment_name=names[exp_id], variant=variant,
+                params=json.loads(key) if by_config else None,
                 n_trials=len(g), n_completed=len(done),
                 n_diverged=sum(r.status == "diverged" for r in g),
                 n_failed=sum(r.status == "failed" for r in g))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -554,6 +555,28 @@ def test_compare_matches_numpy(store):
     assert sl1.experiment_name == "two"
     with pytest.raises(NotFound):
         store.compare([e1, "missing"])
+
+
+def test_compare_by_config_gives_one_row_per_grid_point(store):
+    exp = store.create_experiment("grid", {})
+    grid = [{"lr": 0.1, "lam": 0.01}, {"lr": 0.1, "lam": 0.02}, {"lr": 0.2, "lam": 0.01}]
+    trial_plans = [TrialPlan(number=3 * c + seed, variant="SL1", params=params, seed=seed, fold=None, config={})
+                   for c, params in enumerate(grid) for seed in range(3)]
+    ids = store.register_trials(exp, trial_plans)
+    expected: dict[str, list[float]] = {}
+    for plan in trial_plans:
+        acc = 0.5 + 0.1 * plan.number
+        store.record_trial(ids[plan.number], make_record(3, final={"test_metric": acc}))
+        expected.setdefault(json.dumps(plan.params, sort_keys=True), []).append(acc)
+    rows = store.compare([exp], by_config=True)
+    assert len(rows) == 3 and all(r.n_completed == 3 and r.variant == "SL1" for r in rows)
+    for r in rows:
+        values = expected[json.dumps(r.params, sort_keys=True)]
+        assert r.test_metric_mean == pytest.approx(np.mean(values))
+        assert r.test_metric_std == pytest.approx(np.std(values, ddof=1))
+    (whole,) = store.compare([exp])
+    assert whole.params is None and whole.n_completed == 9
+    assert whole.test_metric_mean == pytest.approx(np.mean(sum(expected.values(), [])))
 
 
 def test_rows_with_nulls_written_elsewhere_read_back_as_nan(store):

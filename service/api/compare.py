@@ -5,6 +5,7 @@ sparsity, wall time, loss, and the convergence diagnostics."""
 from __future__ import annotations
 
 import csv
+import json
 import io
 from typing import Literal
 
@@ -52,7 +53,8 @@ def table_rows(rows: list[VariantSummary]) -> tuple[list[str], list[list[str]]]:
     body = []
     for r in rows:
         d = r.model_dump()
-        cells = [r.experiment_name, r.variant, f"{r.n_completed}/{r.n_diverged}/{r.n_failed}"]
+        variant = r.variant if r.params is None else f"{r.variant} {json.dumps(r.params, sort_keys=True)}"
+        cells = [r.experiment_name, variant, f"{r.n_completed}/{r.n_diverged}/{r.n_failed}"]
         for _, key, has_std in TABLE_COLUMNS:
             cells.append(_pm(d.get(f"{key}_mean"), d.get(f"{key}_std") if has_std else None))
         body.append(cells)
@@ -76,9 +78,9 @@ def csv_table(rows: list[VariantSummary]) -> str:
     return out.getvalue()
 
 
-def _render(store, ids: list[str], fmt: str):
+def _render(store, ids: list[str], fmt: str, by: str = "variant"):
     try:
-        rows = store.compare(ids)
+        rows = store.compare(ids, by_config=by == "config")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if fmt == "markdown":
@@ -94,13 +96,16 @@ _RESPONSES = {200: {"content": {"text/markdown": {"schema": {"type": "string"}},
               404: {"description": "an experiment does not exist"}}
 
 FormatQ = Query("json", description="json (rows + Markdown), markdown (the paper layout) or csv")
+ByQ = Query("variant", description="one row per variant, or per (variant, configuration) — "
+                                   "e.g. every point of a grid search")
 
 
 @router.get("/experiments/{exp_id}/compare", response_model=Comparison, responses=_RESPONSES,
             summary="Variants of one experiment side by side (Table 3/5 layout)")
 def compare_experiment(exp_id: ExpIdPath, store: StoreDep,
-                       format: Literal["json", "markdown", "csv"] = FormatQ):
-    return _render(store, [exp_id], format)
+                       format: Literal["json", "markdown", "csv"] = FormatQ,
+                       by: Literal["variant", "config"] = ByQ):
+    return _render(store, [exp_id], format, by)
 
 
 @router.get("/compare", response_model=Comparison, responses=_RESPONSES,
@@ -111,6 +116,7 @@ def compare_experiments(
                                    description="experiment ids: repeat the parameter or comma-separate",
                                    examples=[["3f2a9c1e0b7d4c58,7d0e11aa9b3c4f21"]]),
     format: Literal["json", "markdown", "csv"] = FormatQ,
+    by: Literal["variant", "config"] = ByQ,
 ):
     ids = [i.strip() for item in experiments for i in item.split(",") if i.strip()]
     if not ids:
@@ -122,4 +128,4 @@ def compare_experiments(
     bad = [i for i in ids if not re.match(EXP_ID_PATTERN, i)]
     if bad:
         raise HTTPException(404, detail=f"experiment(s) not found: {', '.join(map(repr, bad[:5]))}")
-    return _render(store, ids, format)
+    return _render(store, ids, format, by)
