@@ -157,11 +157,17 @@ class _Run:
             return 10**9
         if self.spec.search.round_size:
             return self.spec.search.round_size
-        import ray
-
-        slots = max(1, int(ray.available_resources().get("CPU", 1) // self.spec.execution.cpus_per_pack))
+        slots = self.parallel_slots()
         per_variant = max(s.target for s in self.studies)
         return max(2 * slots, math.ceil(per_variant / 4))
+
+    def parallel_slots(self) -> int:
+        """Packs the cluster can run at once. Its total CPUs, not the ones free right now: actors
+        of the previous round may still be releasing theirs."""
+        import ray
+
+        cpus = ray.cluster_resources().get("CPU", 1)
+        return max(1, int(cpus // self.spec.execution.cpus_per_pack))
 
     def run(self) -> SearchSummary:
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address)
@@ -212,10 +218,8 @@ class _Run:
     def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None) -> int:
         if not plans:
             return 0
-        import ray
-
         ex = self.spec.execution
-        slots = max(1, int(ray.available_resources().get("CPU", 1) // ex.cpus_per_pack))
+        slots = self.parallel_slots()
         objective = self.spec.search.objectives[0].metric
         dataset = {**self.spec.dataset.model_dump(mode="json")}
         jobs = make_packs(plans, ids, pack_size=ex.pack_size, slots=slots, dataset=dataset,

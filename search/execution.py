@@ -9,6 +9,7 @@ through the sink in bulk, once per trial; ``tune.report`` carries only a small s
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,9 @@ def _next_attempt() -> int:
 
 
 def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
-    """Train one pack and store every member; returns the small summary Tune reports."""
+    """Train one pack and store every member; returns the small summary Tune reports, with the
+    seconds spent setting up (imports, data), training and storing."""
+    started = time.perf_counter()
     import torch
 
     from trainer.config import MemberConfig, PackConfig
@@ -134,7 +137,9 @@ def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
     task = load_job_task(job)
     settings = {**job.pack_settings, "device": device}
     config = PackConfig(members=[MemberConfig(**m) for m in job.members], **settings)
+    trained = time.perf_counter()
     result = train_pack(task, config, on_epoch=successive_halving(job))
+    storing = time.perf_counter()
     best_value, best_trial = None, None
     for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
         sink.record_trial(trial_id, member_record(member, result, job, attempt))
@@ -147,7 +152,8 @@ def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
             if best_value is None or (value > best_value if job.maximize else value < best_value):
                 best_value, best_trial = float(value), trial_id
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
-            "wall_time": float(result.wall_time)}
+            "wall_time": float(result.wall_time), "setup_s": trained - started,
+            "train_s": storing - trained, "store_s": time.perf_counter() - storing}
 
 
 def _pack_trainable(config: dict, jobs: list[PackJob], sink: ResultSink) -> None:
