@@ -146,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true", help="only the rnnhpo path (no ratio)")
     args = parser.parse_args()
     os.environ.setdefault("RNNHPO_VAR_DIR", tempfile.mkdtemp(prefix="rnnhpo-bench-"))
     from search.ray_runtime import ensure_ray
@@ -158,12 +159,13 @@ def main() -> None:
         url = f"sqlite:///{tmp}/bench.db"
         run_rnnhpo(2, url)  # warm-up: worker processes, imports, dataset cache
         wall, pack_time, rows = run_rnnhpo(args.epochs, url)
-        base = run_baseline(args.epochs)
         outside = 1.0 - pack_time / (wall * min(slots, 2))
         print(f"64-config Wine grid, SL1-GRU, {args.epochs} epochs, {slots} CPUs")
         print(f"  rnnhpo packed path : {wall:8.2f} s  ({rows} trace rows stored)")
-        print(f"  Ray Tune + Optuna  : {base:8.2f} s  (one trial per configuration, default settings)")
-        print(f"  speed-up           : {base / wall:8.1f}x")
+        if not args.no_baseline:
+            base = run_baseline(args.epochs)
+            print(f"  Ray Tune + Optuna  : {base:8.2f} s  (one trial per configuration, default settings)")
+            print(f"  speed-up           : {base / wall:8.1f}x")
         print(f"  share of rnnhpo wall time outside training: {100 * max(outside, 0):.1f}%")
         sqlite_rate = ingest_rate(f"sqlite:///{tmp}/ingest.db")
         print(f"  trace ingest SQLite     : {sqlite_rate:12,.0f} rows/s = {60 * sqlite_rate / 1e6:6.1f} M rows/min")
