@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 from search.sink import TrialPlan, TrialRecord
+from service.db.engine import normalize_url
 from service.store import Store
 
 _STORES: dict[tuple[str, int], Store] = {}
@@ -41,7 +42,7 @@ class SqlResultSink:
     """Results of experiment ``experiment_id`` go to the database at ``url``."""
 
     def __init__(self, url: str, experiment_id: str):
-        self.url = str(url)
+        self.url = normalize_url(url).render_as_string(hide_password=False)
         self.experiment_id = experiment_id
         self._store: Store | None = None
 

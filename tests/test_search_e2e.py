@@ -182,3 +182,14 @@ def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
     dropped = [v for k, v in first_epoch.items() if k not in {t.id for t in after_first_rung}]
     assert min(kept) >= max(dropped)
     assert survivor.id in {t.id for t in after_first_rung}
+
+
+def test_relative_sqlite_path_reaches_the_workers(ray_local, tmp_path, monkeypatch):
+    """Tune runs trainables in their trial directories: a relative path must not name a new file."""
+    monkeypatch.chdir(tmp_path)
+    spec = make_spec(seeds=1, variants=[{"name": "GRU", "family": "gru"}])
+    store, exp_id, sink = start("sqlite:///var/relative.db", spec)
+    summary = run_experiment(spec, sink)
+    assert summary.n_failed == 0
+    assert_one_complete_trace_each(store, exp_id, epochs=3)
+    assert (tmp_path / "var" / "relative.db").is_file()

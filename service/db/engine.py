@@ -30,10 +30,15 @@ _CACHE_LOCK = threading.Lock()
 
 
 def normalize_url(url: str | URL) -> URL:
-    """Parse ``url`` and pick the psycopg 3 driver for plain PostgreSQL URLs."""
+    """Parse ``url``, pick the psycopg 3 driver for plain PostgreSQL URLs and make a relative
+    SQLite path absolute (Ray Tune runs trainables in their trial directories, so a relative
+    path would name a different, empty file there)."""
     u = make_url(str(url)) if not isinstance(url, URL) else url
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
+            and not u.database.startswith("file:") and not os.path.isabs(u.database):
+        u = u.set(database=os.path.abspath(u.database))
     return u
 
 
