@@ -33,42 +33,34 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LogUniform(_Strict):
+class _Range(_Strict):
+    """A [low, high] range; subclasses fix the type of the bounds."""
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.high < self.low:
+            raise ValueError("high must be >= low")
+        return self
+
+
+class LogUniform(_Range):
     type: Literal["log"]
     low: float = Field(gt=0)
     high: float = Field(gt=0)
 
-    @model_validator(mode="after")
-    def _order(self) -> "LogUniform":
-        if self.high < self.low:
-            raise ValueError("high must be >= low")
-        return self
 
-
-class Uniform(_Strict):
+class Uniform(_Range):
     type: Literal["uniform"]
     low: float
     high: float
 
-    @model_validator(mode="after")
-    def _order(self) -> "Uniform":
-        if self.high < self.low:
-            raise ValueError("high must be >= low")
-        return self
 
-
-class IntRange(_Strict):
+class IntRange(_Range):
     type: Literal["int"]
     low: int
     high: int
     step: int = Field(1, ge=1)
     log: bool = False
-
-    @model_validator(mode="after")
-    def _order(self) -> "IntRange":
-        if self.high < self.low:
-            raise ValueError("high must be >= low")
-        return self
 
 
 class Choice(_Strict):

@@ -73,6 +73,17 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: a second intra-op thread only adds contention on a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     """SQLAlchemy URL of a SQLite file private to one test."""
     return f"sqlite:///{tmp_path / 'rnnhpo.db'}"

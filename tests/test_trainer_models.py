@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 from trainer.models import make_family
 from trainer.train import data_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAMILIES = ["gru", "rnn", "lstm", "diag_rnn"]
 

@@ -8,18 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 from trainer.config import MemberConfig
 from trainer.models import make_family
 from trainer.regularizers import (TIKHONOV_DENOM_FLOOR, Penalty, h_alpha, h_alpha_grad, tikhonov_terms)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_h_alpha_closed_form():

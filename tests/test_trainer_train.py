@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: a second intra-op thread only adds contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 from trainer.config import MemberConfig, PackConfig
 from trainer.result import DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, TRACE_COLUMNS
 from trainer.tasks import load_task
 from trainer.models import make_family
 from trainer.train import train_pack
 from trainer.weights import export_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
