@@ -114,20 +114,30 @@ def render_compare(rows: list[dict], dataset: str | None = None, title: str = "c
 
 
 def save_plots(store, exp_id: str, out_dir: Path) -> list[Path]:
-    """Write the convergence-band (Fig. 6) and sparsity (Fig. 3b) plots of an experiment."""
-    from service.api.plots import convergence_plot, sparsity_plot
+    """Write the experiment's figures: convergence bands (Fig. 6) and sparsity (Fig. 3b) always,
+    the grid heatmap (Fig. 5) when hyperparameters were searched, the Pareto front when the search
+    had several objectives."""
+    from service.api.plots import convergence_plot, grid_plot, pareto_plot, sparsity_plot
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = store.get_experiment(exp_id).spec
     figures = {
-        "convergence.png": convergence_plot(exp_id, store, metrics="loss,grad_norm,weight_norm", config="best",
-                                            points=500, variants=None, log=True, width=1500, height=450, dpi=100),
-        "sparsity.png": sparsity_plot(exp_id, store, metric="sparsity_out", config="best", points=500,
-                                      variants=None, width=800, height=500, dpi=100),
+        "convergence.png": lambda: convergence_plot(
+            exp_id, store, metrics="loss,grad_norm,weight_norm", config="best", points=500, variants=None,
+            log=True, width=1500, height=450, dpi=100),
+        "sparsity.png": lambda: sparsity_plot(exp_id, store, metric="sparsity_out", config="best", points=500,
+                                              variants=None, width=800, height=500, dpi=100),
     }
+    if spec["search"].get("space") or any(v.get("space") for v in spec["variants"]):
+        figures["grid.png"] = lambda: grid_plot(exp_id, store, x=None, y=None, metric="test_metric", variant=None,
+                                                agg="mean", width=800, height=600, dpi=100)
+    if len(spec["search"].get("objectives", [])) >= 2:
+        figures["pareto.png"] = lambda: pareto_plot(exp_id, store, x=None, y=None, per="config", width=800,
+                                                    height=600, dpi=100)
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, response in figures.items():
+    for name, render in figures.items():
         path = out_dir / name
-        path.write_bytes(response.body)
+        path.write_bytes(render().body)
         paths.append(path)
     return paths
 
