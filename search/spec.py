@@ -12,7 +12,7 @@ import math
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainer.config import Family, MemberConfig, OptimizerKind, PackConfig, RegKind, RegScope
 
@@ -71,6 +71,17 @@ class Choice(_Strict):
 ParamSpace = Annotated[Union[LogUniform, Uniform, IntRange, Choice], Field(discriminator="type")]
 
 
+def _known_hyperparameters(value: dict) -> dict:
+    unknown = sorted(set(value) - set(SEARCHABLE))
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {list(SEARCHABLE)}")
+    return value
+
+
+#: A search space: hyperparameter name (one of SEARCHABLE) -> its distribution.
+SearchSpace = Annotated[dict[str, ParamSpace], AfterValidator(_known_hyperparameters)]
+
+
 class DatasetSpec(_Strict):
     name: str = Field(min_length=1, max_length=64, examples=["iris"])
     framing: str | None = Field(None, description="features_as_steps | single_step | rows | window:k")
@@ -85,16 +96,9 @@ class VariantSpec(_Strict):
     name: str = Field(min_length=1, max_length=64)
     family: Family
     reg: RegKind = "none"
-    params: dict[str, Scalar] = Field(default_factory=dict, description="fixed hyperparameters")
-    space: dict[str, ParamSpace] = Field(default_factory=dict, description="overrides search.space")
-
-    @field_validator("params", "space")
-    @classmethod
-    def _known(cls, value: dict) -> dict:
-        unknown = sorted(set(value) - set(SEARCHABLE))
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {list(SEARCHABLE)}")
-        return value
+    params: Annotated[dict[str, Scalar], AfterValidator(_known_hyperparameters)] = Field(
+        default_factory=dict, description="fixed hyperparameters")
+    space: SearchSpace = Field(default_factory=dict, description="overrides search.space")
 
 
 class TrainingSpec(_Strict):
@@ -129,20 +133,12 @@ class Objective(_Strict):
 
 class SearchSpec(_Strict):
     algorithm: Literal["grid", "random", "tpe", "cmaes", "nsga2"] = "grid"
-    space: dict[str, ParamSpace] = Field(default_factory=dict)
+    space: SearchSpace = Field(default_factory=dict)
     n_trials: int | None = Field(None, ge=1, le=100_000,
                                  description="configurations per variant (not for grid)")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=4)
     sampler_seed: int = Field(0, ge=0)
     round_size: int | None = Field(None, ge=1, description="configurations asked per round (adaptive samplers)")
-
-    @field_validator("space")
-    @classmethod
-    def _known(cls, value: dict) -> dict:
-        unknown = sorted(set(value) - set(SEARCHABLE))
-        if unknown:
-            raise ValueError(f"unknown hyperparameter(s) {unknown}; allowed: {list(SEARCHABLE)}")
-        return value
 
 
 class AshaSpec(_Strict):

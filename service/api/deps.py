@@ -67,3 +67,11 @@ ExpIdPath = Annotated[str, _Path(pattern=EXP_ID_PATTERN, description="experiment
 TrialIdPath = Annotated[int, _Path(ge=1, le=2**31 - 1, description="trial id", examples=[17])]
 #: Free text that goes into SQL as a bound value: no NUL bytes (PostgreSQL rejects them).
 NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def experiment_or_404(store, exp_id: str):
+    """The experiment's view, or a 404 naming it."""
+    view = store.get_experiment(exp_id)
+    if view is None:
+        raise HTTPException(404, detail=f"experiment {exp_id!r} not found")
+    return view

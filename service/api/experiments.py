@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 
-from service.api.deps import AuthDep, ExpIdPath, RunnerDep, SettingsDep, StoreDep
+from service.api.deps import AuthDep, ExpIdPath, RunnerDep, SettingsDep, StoreDep, experiment_or_404
 from service.api.schemas import (
     EXAMPLE_SPEC_JSON,
     EXAMPLE_SPEC_YAML,
@@ -124,27 +124,20 @@ def list_experiments(
                           total=total, limit=limit, offset=offset)
 
 
-def _get_or_404(store, exp_id: str):
-    view = store.get_experiment(exp_id)
-    if view is None:
-        raise HTTPException(404, detail=f"experiment {exp_id!r} not found")
-    return view
-
-
 ExpId = ExpIdPath
 
 
 @router.get("/{exp_id}", response_model=ExperimentOut, responses={404: _ERRORS[404]},
             summary="Status, progress (trials done/total, best so far, ETA) and the Ray dashboard URL")
 def get_experiment(exp_id: ExpId, store: StoreDep, settings: SettingsDep, runner: RunnerDep) -> ExperimentOut:
-    return experiment_out(_get_or_404(store, exp_id), with_spec=True, dashboard_url=_dashboard(settings, runner))
+    return experiment_out(experiment_or_404(store, exp_id), with_spec=True, dashboard_url=_dashboard(settings, runner))
 
 
 @router.post("/{exp_id}/cancel", response_model=ExperimentOut, status_code=202, responses=_ERRORS,
              summary="Cancel: a queued experiment is cancelled at once, a running one stops its packs")
 def cancel_experiment(exp_id: ExpId, store: StoreDep, settings: SettingsDep, runner: RunnerDep,
                       _auth: AuthDep) -> ExperimentOut:
-    _get_or_404(store, exp_id)
+    experiment_or_404(store, exp_id)
     view = store.request_cancel(exp_id)
     return experiment_out(view, dashboard_url=_dashboard(settings, runner))
 
@@ -153,7 +146,7 @@ def cancel_experiment(exp_id: ExpId, store: StoreDep, settings: SettingsDep, run
                responses={**_ERRORS, 409: {"description": "the experiment is running: cancel it first"}},
                summary="Delete an experiment with its trials and traces (not while it runs)")
 def delete_experiment(exp_id: ExpId, store: StoreDep, _auth: AuthDep) -> Response:
-    view = _get_or_404(store, exp_id)
+    view = experiment_or_404(store, exp_id)
     if getattr(view, "status", None) == "running":
         raise HTTPException(409, detail=f"experiment {exp_id!r} is running: cancel it first")
     store.delete_experiment(exp_id)

@@ -22,7 +22,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from service import plots as figs
-from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep
+from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep, experiment_or_404
 
 from trainer.result import TRACE_COLUMNS
 
@@ -37,13 +37,6 @@ PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image of width 
 
 def _png(data: bytes) -> Response:
     return Response(content=data, media_type="image/png", headers={"Cache-Control": "no-store"})
-
-
-def _experiment(store, exp_id: str):
-    view = store.get_experiment(exp_id)
-    if view is None:
-        raise HTTPException(404, detail=f"experiment {exp_id!r} not found")
-    return view
 
 
 @lru_cache(maxsize=256)
@@ -101,7 +94,7 @@ def _select(trials: list, mode: str, metric: str, maximize: bool) -> list:
 
 def _curves(store, exp_id: str, metrics: list[str], mode: str, points: int,
             variants: list[str] | None) -> dict[str, figs.Curves]:
-    view = _experiment(store, exp_id)
+    view = experiment_or_404(store, exp_id)
     obj, dirs = _directions(view)
     by_variant: dict[str, list] = defaultdict(list)
     for t in _completed(store, exp_id):
@@ -200,7 +193,7 @@ def grid_plot(exp_id: ExpIdPath, store: StoreDep,
               agg: Literal["mean", "max", "min"] = Query("mean", description="over seeds, folds and other params"),
               width: int = Query(800, ge=64, le=4096), height: int = Query(600, ge=64, le=4096),
               dpi: int = Query(100, ge=10, le=600)) -> Response:
-    _experiment(store, exp_id)
+    experiment_or_404(store, exp_id)
     trials = _completed(store, exp_id, variant)
     searched = []
     for t in trials:
@@ -247,7 +240,7 @@ def pareto_plot(exp_id: ExpIdPath, store: StoreDep,
                                                                                "configuration, or every trial"),
                 width: int = Query(800, ge=64, le=4096), height: int = Query(600, ge=64, le=4096),
                 dpi: int = Query(100, ge=10, le=600)) -> Response:
-    view = _experiment(store, exp_id)
+    view = experiment_or_404(store, exp_id)
     objs, dirs = _directions(view)
     direction = dict(zip(objs, dirs))
     if x is None and y is None and len(objs) >= 2:
