@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from service.settings import Settings
 
@@ -88,7 +89,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
             if runner is not None:
                 runner.stop(timeout=30)
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from this server (assets
+    # shipped by fastapi-offline under /static-offline-docs), never from a CDN: they work offline.
+    app = FastAPIOffline(
         title="rnnhpo",
         version="1.0.0",
         summary="Distributed hyperparameter search for regularized recurrent networks (SL1-GRU and baselines).",
