@@ -15,6 +15,10 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
+# The columns of a trial's trace and per-epoch record, declared in the trainer; the service
+# reads them here, as it reaches the trainer only through search.
+from trainer.result import EPOCH_COLUMNS as EPOCH_COLUMNS, TRACE_COLUMNS as TRACE_COLUMNS
+
 TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "pruned"]
 #: Every trial status, declared once (the database, the API and the CLI use this tuple).
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
@@ -45,8 +49,8 @@ class TrialRecord:
     status: TrialStatus
     final: dict[str, float]
     diagnostics: dict[str, Any]
-    trace: dict[str, np.ndarray]   # columns: trainer.result.TRACE_COLUMNS, equal lengths
-    epochs: dict[str, np.ndarray]  # columns: trainer.result.EPOCH_COLUMNS, equal lengths
+    trace: dict[str, np.ndarray]   # columns: TRACE_COLUMNS, equal lengths
+    epochs: dict[str, np.ndarray]  # columns: EPOCH_COLUMNS, equal lengths
     wall_time: float               # the pack's wall time (shared by its members)
     device: str
     pack_id: str

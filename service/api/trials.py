@@ -15,10 +15,9 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep, TrialIdPath
 from service.api.schemas import TrialPage, _dump
-
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
 
 router = APIRouter(tags=["trials"])
 

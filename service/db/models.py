@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
 
 #: Every experiment status, declared once.
 EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -182,7 +182,7 @@ def _check_columns() -> None:
     epochs = tuple(c.name for c in EpochMetric.__table__.columns if c.name != "trial_id")
     if trace != TRACE_COLUMNS or epochs != EPOCH_COLUMNS:  # pragma: no cover - guards drift
         raise RuntimeError(
-            f"service.db.models out of sync with trainer.result: {trace} vs {TRACE_COLUMNS}, "
+            f"service.db.models out of sync with search.sink: {trace} vs {TRACE_COLUMNS}, "
             f"{epochs} vs {EPOCH_COLUMNS}")
 
 
