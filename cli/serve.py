@@ -148,7 +148,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="experiment spec (.yam
             render_compare(c.compare(sub.id), console)
         raise typer.Exit(0 if exp.status == "succeeded" else 1)
 
-    from service.api.validation import SpecError, spec_from_body
+    from service.validation import SpecError, spec_from_body
     from service.store import Store
 
     settings = _settings(db)
