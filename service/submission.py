@@ -22,13 +22,22 @@ class Submitted:
     n_trials: int
 
 
-def enqueue(store, settings: Settings, raw: bytes, content_type: str | None) -> Submitted:
-    """Validate ``raw`` (JSON or YAML) completely and store it as a queued experiment."""
-    spec, n_trials = spec_from_body(raw, content_type, data_dir=settings.data_dir,
-                                    max_trials=settings.max_trials_per_experiment,
-                                    allow_test_hooks=settings.allow_test_hooks)
+def validate(settings: Settings, raw: bytes, content_type: str | None):
+    """``(spec, n_trials)`` of a completely valid spec, else :class:`SpecError` (every problem)."""
+    return spec_from_body(raw, content_type, data_dir=settings.data_dir,
+                          max_trials=settings.max_trials_per_experiment,
+                          allow_test_hooks=settings.allow_test_hooks)
+
+
+def store_queued(store, spec, n_trials: int) -> Submitted:
+    """Store a validated spec as a queued experiment."""
     exp_id = store.create_experiment(spec.name, spec.model_dump(mode="json"), n_trials_total=n_trials)
     return Submitted(exp_id, spec.name, n_trials)
+
+
+def enqueue(store, settings: Settings, raw: bytes, content_type: str | None) -> Submitted:
+    """Validate ``raw`` (JSON or YAML) completely and store it as a queued experiment."""
+    return store_queued(store, *validate(settings, raw, content_type))
 
 
 def with_data_dir(spec, data_dir) -> object:
