@@ -20,6 +20,7 @@ from typing import Any, Literal, Union
 import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 _SCALARS = {int: "int", float: "float", str: "str", bool: "bool", type(None): "null"}
@@ -107,6 +108,12 @@ def default_of(info: FieldInfo, nested: bool) -> str:
     return "`" + json.dumps(to_jsonable_python(value), ensure_ascii=False) + "`"
 
 
+def public_fields(model: type[BaseModel]) -> list[tuple[str, FieldInfo]]:
+    """The model's fields minus those kept out of the public schema (``SkipJsonSchema``)."""
+    return [(name, info) for name, info in model.model_fields.items()
+            if not any(isinstance(m, SkipJsonSchema) for m in info.metadata)]
+
+
 def _description(info: FieldInfo) -> str:
     return " ".join((info.description or "").split())
 
@@ -156,7 +163,7 @@ def sections(root: type[BaseModel], root_title: str | None = None,
         section = _Section(model, prefix, title)
         out.append(section)
         follow: list[tuple[type[BaseModel], str, str]] = []
-        for name, info in model.model_fields.items():
+        for name, info in public_fields(model):
             path = f"{prefix}{info.alias or name}"
             nested, suffix = _nested_model(info.annotation)
             description = _description(info) or next(
@@ -176,7 +183,7 @@ def sections(root: type[BaseModel], root_title: str | None = None,
         if model not in documented:
             documented.add(model)
             section = _Section(model, "", f"{model.__name__} (a value of {' or '.join(paths)})")
-            for name, info in model.model_fields.items():
+            for name, info in public_fields(model):
                 section.rows.append((f"`{info.alias or name}`", type_name(info.annotation),
                                      default_of(info, False), bounds_of(info), _description(info)))
             out.append(section)

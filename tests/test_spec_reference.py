@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from search.spec_reference import render, spec_reference
 
@@ -38,13 +39,15 @@ def test_module_prints_the_reference():
 
 
 def test_every_spec_field_is_documented_with_its_constraints():
-    from search.spec import ExperimentSpec, TrainingSpec
+    from search.spec import ExecutionSpec, ExperimentSpec, TrainingSpec
 
     rows = _rows(spec_reference())
     for name in TrainingSpec.model_fields:
         assert f"training.{name}" in rows
     for name in ExperimentSpec.model_fields:
         assert any(p == name or p.startswith(name + "[]") for p in rows), name
+    public = ExecutionSpec.model_json_schema()["properties"]
+    assert {p.split(".", 1)[1] for p in rows if p.startswith("execution.") and p.count(".") == 1} == set(public)
     assert rows["training.lr"][:3] == ["float", "`0.001`", "> 0"]
     assert rows["training.lr"][3].startswith("learning rate")  # lent by trainer.config.MemberConfig
     assert rows["dataset.cv_folds"][:3] == ["int | null", "`null`", "≥ 2, ≤ 20"]
@@ -71,6 +74,7 @@ class _Root(BaseModel):
     table: dict[str, _Entry | int] = Field(default_factory=dict)
     mode: Literal["a", "b"] = "a"
     ratio: float = Field(description="no default")
+    hook: SkipJsonSchema[int | None] = None
 
 
 def test_generator_walks_any_model():
@@ -84,6 +88,22 @@ def test_generator_walks_any_model():
     assert rows["table"][0] == "map[str, _Entry | int]"
     assert rows["mode"][:2] == ['"a" | "b"', '`"a"`']
     assert rows["ratio"][:2] == ["float", "required"]
+    assert "hook" not in rows  # kept out of the public schema, so out of the reference
     assert "## _Entry (a value of `table.<name>`)" not in text  # _Entry is already documented
     assert "A leaf." in text
     assert "a \\| piped description" in text  # pipes escaped: a valid CommonMark table cell
+
+
+def test_reference_fields_equal_the_json_schema():
+    """Every model the reference documents lists exactly the properties of its JSON schema
+    (the public schema the API serves), a second reading of the same models."""
+    from search.spec import ExperimentSpec
+    from search.spec_reference import sections
+
+    schema = ExperimentSpec.model_json_schema()
+    by_title = {d.get("title"): d for d in schema["$defs"].values()} | {schema["title"]: schema}
+    documented = sections(ExperimentSpec)
+    assert len({s.model for s in documented}) == len(by_title)
+    for sec in documented:
+        fields = {row[0].strip("`").removeprefix(sec.prefix).removesuffix("[]") for row in sec.rows}
+        assert fields == set(by_title[sec.model.__name__]["properties"]), sec.title
