@@ -54,8 +54,9 @@ def server(tmp_path_factory):
     """``uvicorn --factory service.api.app:create_app`` on a free port, fresh SQLite, no runner."""
     tmp = tmp_path_factory.mktemp("docs")
     port = _free_port()
-    env = {**os.environ, "RNNHPO_DATABASE_URL": f"sqlite:///{tmp / 'docs.db'}",
-           "RNNHPO_DATA_DIR": str(tmp / "data"), "RNNHPO_RUNNER_IN_PROCESS": "false"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNNHPO_")}
+    env.update({"RNNHPO_HOME": str(tmp / "home"), "RNNHPO_DATABASE_URL": f"sqlite:///{tmp / 'docs.db'}",
+                "RNNHPO_RUNNER_IN_PROCESS": "false"})
     log = open(tmp / "uvicorn.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.api.app:create_app",
                              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
