@@ -18,7 +18,7 @@ from fastapi.responses import StreamingResponse
 from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep, TrialIdPath
 from service.api.schemas import TrialPage, _dump
 
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 
 router = APIRouter(tags=["trials"])
 

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS, TRIAL_STATUSES  # noqa: F401 - declared once
 
 #: Every experiment status, declared once.
 EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")

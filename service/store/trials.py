@@ -16,7 +16,7 @@ from service.store._pgcopy import _pg_copy_chunks
 from service.store._values import _check_status, _columns, _int, _jsonable, _now, _num
 from service.store.base import E, EM, T, TP, StoreBase
 from service.store.views import TRIAL_SORT_COLUMNS, NotFound, TrialView
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 
 _FINAL_FLOAT_COLUMNS = ("train_metric", "test_metric", "loss", "data_loss", "penalty",
                         "sparsity_out", "sparsity_all", "weight_norm")
