@@ -106,3 +106,11 @@ def test_train_reads_a_csv_from_the_data_directory_with_options(tmp_path):
     assert '"metric": "accuracy"' in proc.stdout
     proc = rnnhpo("train", "--task", "csv", "-o", "path", "--epochs", "2", home=tmp_path)
     assert proc.returncode == 2 and "--data-option: expected KEY=VALUE" in proc.stderr
+
+
+def test_every_setting_is_documented():
+    from service.settings import Settings
+
+    doc = (Path(__file__).parents[1] / "docs" / "service.md").read_text()
+    missing = [name for name in Settings.model_fields if f"RNNHPO_{name.upper()}" not in doc]
+    assert missing == []
