@@ -42,6 +42,10 @@ class Unavailable(BackendError):
     """The server or the database cannot be reached."""
 
 
+class Refused(BackendError):
+    """The server refused the request: no or a wrong API token."""
+
+
 class Backend(Protocol):
     """What every CLI verb needs, wherever the data lives."""
 
@@ -180,7 +184,10 @@ class RemoteBackend:
                 from service.validation import format_errors
 
                 raise InvalidInput(format_errors(exc.detail)) from None
-            if exc.status in (400, 401, 403, 413, 415, 422):
+            if exc.status in (401, 403):
+                raise Refused(f"{what}: {format_detail(exc.detail)} (HTTP {exc.status}; set "
+                              "RNNHPO_API_TOKEN to the server's token)") from None
+            if exc.status in (400, 413, 415, 422):
                 raise InvalidInput([f"{what}: {format_detail(exc.detail)} (HTTP {exc.status})"]) from None
             raise Unavailable(f"{what}: HTTP {exc.status} from {self.label}: "
                               f"{_first_line(format_detail(exc.detail))}") from None
