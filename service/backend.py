@@ -3,8 +3,8 @@
 stores: one interface, local and REST implementations).
 
 Both return the API's own models (:class:`~service.api.schemas.ExperimentOut`, ...) and raise
-the same three errors, each a one-line message: :class:`InvalidInput` (exit 2), :class:`Missing`
-(exit 1) and :class:`Unavailable` (exit 1).
+the same errors, each a one-line message: :class:`InvalidInput` (exit 2), :class:`Missing`,
+:class:`Unavailable` and :class:`Refused` (exit 1).
 """
 
 from __future__ import annotations
