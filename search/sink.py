@@ -15,9 +15,10 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
-# The columns of a trial's trace and per-epoch record, declared in the trainer; the service
-# reads them here, as it reaches the trainer only through search.
-from trainer.result import EPOCH_COLUMNS as EPOCH_COLUMNS, TRACE_COLUMNS as TRACE_COLUMNS
+from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+
+__all__ = ["EPOCH_COLUMNS", "TRACE_COLUMNS", "TRIAL_STATUSES", "FINISHED_TRIAL_STATUSES", "TrialPlan",
+           "TrialRecord", "ResultSink", "TrialStatus"]
 
 TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "pruned"]
 #: Every trial status, declared once (the database, the API and the CLI use this tuple).
@@ -49,8 +50,8 @@ class TrialRecord:
     status: TrialStatus
     final: dict[str, float]
     diagnostics: dict[str, Any]
-    trace: dict[str, np.ndarray]   # columns: TRACE_COLUMNS, equal lengths
-    epochs: dict[str, np.ndarray]  # columns: EPOCH_COLUMNS, equal lengths
+    trace: dict[str, np.ndarray]   # columns: trainer.result.TRACE_COLUMNS, equal lengths
+    epochs: dict[str, np.ndarray]  # columns: trainer.result.EPOCH_COLUMNS, equal lengths
     wall_time: float               # the pack's wall time (shared by its members)
     device: str
     pack_id: str

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 
+from service.db.models import EXPERIMENT_STATUSES
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -51,7 +52,7 @@ class MetricsState:
                                    ["outcome"], registry=self.registry)
 
     def refresh(self) -> None:
-        for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        for status in EXPERIMENT_STATUSES:
             try:
                 _, total = self.store.list_experiments(status=status, limit=1)
             except Exception:  # noqa: BLE001 - a scrape never fails on the database

@@ -6,19 +6,20 @@ these models describe the same tables (a test checks they agree).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
-from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS, TRIAL_STATUSES  # noqa: F401 - declared once
 
 #: Every experiment status, declared once.
-EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ExperimentStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+EXPERIMENT_STATUSES: tuple[str, ...] = get_args(ExperimentStatus)
 #: Statuses an experiment does not leave by itself.
-FINAL_EXPERIMENT_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_EXPERIMENT_STATUSES: tuple[str, ...] = tuple(s for s in EXPERIMENT_STATUSES
+                                                   if s not in ("queued", "running"))
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -182,7 +183,7 @@ def _check_columns() -> None:
     epochs = tuple(c.name for c in EpochMetric.__table__.columns if c.name != "trial_id")
     if trace != TRACE_COLUMNS or epochs != EPOCH_COLUMNS:  # pragma: no cover - guards drift
         raise RuntimeError(
-            f"service.db.models out of sync with search.sink: {trace} vs {TRACE_COLUMNS}, "
+            f"service.db.models out of sync with trainer.result: {trace} vs {TRACE_COLUMNS}, "
             f"{epochs} vs {EPOCH_COLUMNS}")
 
 
