@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trainer.config import Family, MemberConfig, OptimizerKind, PackConfig, RegKind, RegScope
+from trainer.config import Family, LossKind, MemberConfig, OptimizerKind, PackConfig, Reduction, RegKind, RegScope
 
 #: Hyperparameters of one member (one trial) inside a pack.
 MEMBER_PARAMS = ("lr", "lam", "alpha", "rho", "rho_u", "tikhonov_beta",
                  "tikhonov_lambda1", "tikhonov_lambda2")
 #: Hyperparameters shared by a pack: configurations differing in these train in different packs.
-PACK_PARAMS = ("hidden", "batch_size", "init_scale", "optimizer", "epochs", "bias")
+PACK_PARAMS = ("hidden", "batch_size", "init_scale", "optimizer", "epochs", "bias", "loss", "reduction",
+               "train_readout")
 SEARCHABLE = MEMBER_PARAMS + PACK_PARAMS
 #: Final metrics an objective may name (see trainer.result.FINAL_KEYS).
 OBJECTIVE_METRICS = ("test_metric", "train_metric", "sparsity_out", "sparsity_all", "loss",
@@ -108,7 +109,10 @@ class TrainingSpec(_Strict):
     bias: bool = True
     init_scale: float = Field(0.5, gt=0)
     optimizer: OptimizerKind = "sgd"
-    batch_size: int | None = Field(32, ge=1, description="null trains full batch")
+    batch_size: int | None = Field(32, ge=1, description="null trains full batch; 1 is Algorithm 1 (per sample)")
+    loss: LossKind = Field("auto", description="cross_entropy | squared_error (eq. 11) | auto")
+    reduction: Reduction = Field("mean", description="mean over the batch, or sum as eq. 15")
+    train_readout: bool = Field(False, description="diag_rnn: train the 1/sqrt(m) readout (the paper fixes it)")
     epochs: int = Field(100, ge=1, le=100_000)
     max_steps: int | None = Field(None, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
@@ -238,6 +242,7 @@ class ExperimentSpec(_Strict):
         values: dict[str, Any] = {
             "family": variant.family, "hidden": t.hidden, "bias": t.bias, "init_scale": t.init_scale,
             "optimizer": t.optimizer, "batch_size": t.batch_size, "epochs": t.epochs,
+            "loss": t.loss, "reduction": t.reduction, "train_readout": t.train_readout,
             "max_steps": t.max_steps, "dtype": t.dtype, "device": t.device, "trace_every": t.trace_every,
         }
         values.update({k: v for k, v in variant.params.items() if k in PACK_PARAMS})

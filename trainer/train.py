@@ -6,8 +6,11 @@ gradient, take the per-member optimizer step, mask members that diverged or were
 record the trace row on the device. Per epoch: evaluate train/test metrics and the full
 training-set E, copy the trace to the host, call ``on_epoch``.
 
-Losses (eq. 11 / 15): classification E_data = mean softmax cross-entropy over the batch;
-regression E_data = 1/(2N) sum_n ||y_hat_n - t_n||^2 (linear output). E = E_data + penalty.
+Losses (``config.loss``, see :func:`data_loss`): classification softmax cross-entropy (default)
+or the paper's squared error on a sigmoid output (eq. 11); regression 1/2 ||y_hat_n - t_n||^2
+(linear output). ``config.reduction`` averages them over the batch (``mean``, default) or sums
+them (``sum``, eq. 15, whose step is B times larger). E = E_data + penalty; the per-epoch E on
+the whole training split uses the same reduction (a sum over all N samples under ``sum``).
 The reported metric is accuracy, or MSE = mean over samples and outputs of (y_hat - t)^2 (eq. 43).
 """
 
@@ -51,22 +54,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def data_loss(out: Tensor, y: Tensor, kind: str, need_dout: bool = True):
-    """Per-member data loss (K,) of a batch and, optionally, dE_data/d out (K, B, C)."""
+def data_loss(out: Tensor, y: Tensor, kind: str, need_dout: bool = True, *, loss: str = "auto",
+              reduction: str = "mean"):
+    """Per-member data loss (K,) of a batch and, optionally, dE_data/d out (K, B, C).
+
+    ``loss``: ``cross_entropy`` (softmax, classification), ``squared_error`` (eq. 11: 1/2 sum over
+    outputs of (sigmoid(o) - onehot)^2 for classes, (o - t)^2 with a linear output for regression)
+    or ``auto`` (cross-entropy for classes, squared error for regression). ``reduction``: ``mean``
+    over the batch (1/B sum_n) or ``sum`` over it (eq. 15: E = sum_n sigma_n).
+    """
     K, B, _ = out.shape
+    scale = 1.0 if reduction == "sum" else 1.0 / B
     if kind == "classification":
         if y.dim() == 1:
             y = y.expand(K, -1)
+        if loss == "squared_error":
+            target = torch.zeros_like(out).scatter_(-1, y.unsqueeze(-1), 1.0)
+            s = torch.sigmoid(out)
+            diff = s - target
+            value = 0.5 * (diff * diff).sum((1, 2)) * scale
+            return value, (diff * s * (1 - s) * scale if need_dout else None)
         logp = torch.log_softmax(out, dim=-1)
-        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+        value = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(1) * scale
         if not need_dout:
-            return loss, None
+            return value, None
         dout = logp.exp()
         dout.scatter_add_(-1, y.unsqueeze(-1), torch.full((K, B, 1), -1.0, dtype=out.dtype, device=out.device))
-        return loss, dout / B
+        return value, dout * scale
     diff = out - y
-    loss = 0.5 * (diff * diff).sum(-1).mean(1)
-    return loss, (diff / B if need_dout else None)
+    value = 0.5 * (diff * diff).sum((1, 2)) * scale
+    return value, (diff * scale if need_dout else None)
 
 
 class _Pack:
@@ -93,11 +110,14 @@ class _Pack:
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
         self.weight_share = torch.as_tensor(wm / wm.sum(), dtype=self.dtype, device=self.device)
         self.cls = task.kind == "classification"
+        if not self.cls and config.loss == "cross_entropy":
+            raise ValueError(f"loss: cross_entropy needs a classification task; {task.name} is regression")
         ydt = torch.int64 if self.cls else self.dtype
         t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.x_train, self.y_train = t(task.x_train, self.dtype), t(task.y_train, ydt)
         self.x_test, self.y_test = t(task.x_test, self.dtype), t(task.y_test, ydt)
         self._x_all = None
+        self.loss_kw = {"loss": config.loss, "reduction": config.reduction}
         if not self.cls and self.y_train.dim() == 1:
             self.y_train, self.y_test = self.y_train[:, None], self.y_test[:, None]
 
@@ -106,12 +126,12 @@ class _Pack:
         fam, kind = self.family, self.task.kind
         if fam.manual:
             out, cache = fam.forward(self.p, xb, keep=True)
-            loss, dout = data_loss(out, yb, kind)
+            loss, dout = data_loss(out, yb, kind, **self.loss_kw)
             return loss, fam.layout.flatten(fam.backward(self.p, xb, cache, dout))
         with torch.enable_grad():
             leaf = self.flat.detach().requires_grad_(True)
             out, _ = fam.forward(fam.layout.views(leaf), xb)
-            loss, _ = data_loss(out, yb, kind, need_dout=False)
+            loss, _ = data_loss(out, yb, kind, need_dout=False, **self.loss_kw)
             (g,) = torch.autograd.grad(loss.sum(), leaf)
         return loss.detach(), g
 
@@ -126,14 +146,14 @@ class _Pack:
         for a in range(0, N, chunk):
             xb, yb = x[a:a + chunk], y[a:a + chunk]
             out, _ = self.family.forward(self.p, xb)
-            loss, _ = data_loss(out, yb, self.task.kind, need_dout=False)
+            loss, _ = data_loss(out, yb, self.task.kind, need_dout=False, loss=self.config.loss)
             n = xb.shape[0]
             loss_sum += loss * n
             if self.cls:
                 metric_sum += (out.argmax(-1) == yb).to(self.dtype).sum(1)
             else:
                 metric_sum += ((out - yb) ** 2).mean(-1).sum(1)
-        return loss_sum / N, metric_sum / N
+        return loss_sum / N * self.split_scale(N), metric_sum / N
 
     @torch.no_grad()
     def evaluate_splits(self):
@@ -149,13 +169,18 @@ class _Pack:
                          for a in range(0, n_tr + n_te, step)], dim=1)
         res = []
         for o, y in ((out[:, :n_tr], self.y_train), (out[:, n_tr:], self.y_test)):
-            loss, _ = data_loss(o, y, self.task.kind, need_dout=False)
+            loss, _ = data_loss(o, y, self.task.kind, need_dout=False, loss=self.config.loss)
+            loss = loss * self.split_scale(y.shape[0])
             if self.cls:
                 metric = (o.argmax(-1) == y).to(self.dtype).mean(1)
             else:
                 metric = ((o - y) ** 2).mean((1, 2))
             res.append((loss, metric))
         return res
+
+    def split_scale(self, n: int) -> float:
+        """Factor from the mean per-sample loss of a split of ``n`` samples to E_data under the reduction."""
+        return float(n) if self.config.reduction == "sum" else 1.0
 
     def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         # lt_ on the float |w| writes 1.0 / 0.0 in place: the same values as (|w| < eps).to(dtype),
