@@ -143,7 +143,9 @@ def save_plots(store, exp_id: str, out_dir: Path) -> list[Path]:
 
 
 def _compare_rows(store, exp_ids: list[str], by_config: bool = False) -> list[dict]:
-    return [s.model_dump(mode="json") for s in store.compare(exp_ids, by_config=by_config)]
+    from service.reports.compare import compare as reports_compare
+
+    return [s.model_dump(mode="json") for s in reports_compare(store, exp_ids, by_config=by_config)]
 
 
 def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or JSON)")],

@@ -180,7 +180,9 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="experiment spec (.yam
 
     _show(experiment_out(view))
     if view.status == "succeeded":
-        render_compare([r.model_dump() for r in store.compare([exp_id])], console)
+        from service.reports.compare import compare as reports_compare
+
+        render_compare([r.model_dump() for r in reports_compare(store, [exp_id])], console)
     raise typer.Exit(0 if view.status == "succeeded" else 1)
 
 

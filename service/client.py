@@ -287,7 +287,7 @@ def render_compare(result: dict | list[dict], console=None) -> None:
     from rich.table import Table
 
     from service.api.compare import table_rows
-    from service.store import VariantSummary
+    from service.reports.compare import VariantSummary
 
     console = console or Console()
     rows = [VariantSummary.model_validate(r) for r in (result["rows"] if isinstance(result, dict) else result)]

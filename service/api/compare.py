@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 import re
 
 from service.api.deps import EXP_ID_PATTERN, ExpIdPath, StoreDep
-from service.store import NotFound, VariantSummary
+from service.reports.compare import VariantSummary, compare
+from service.store import NotFound
 
 router = APIRouter(tags=["compare"])
 
@@ -80,7 +81,7 @@ def csv_table(rows: list[VariantSummary]) -> str:
 
 def _render(store, ids: list[str], fmt: str, by: str = "variant"):
     try:
-        rows = store.compare(ids, by_config=by == "config")
+        rows = compare(store, ids, by_config=by == "config")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     if fmt == "markdown":

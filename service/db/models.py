@@ -12,10 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
 from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
 
+#: Every experiment status, declared once.
 EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-TRIAL_STATUSES = ("pending", "running", "completed", "diverged", "failed", "pruned")
+#: Statuses an experiment does not leave by itself.
+FINAL_EXPERIMENT_STATUSES = ("succeeded", "failed", "cancelled")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
