@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from cli import data, run, serve, train
+from cli import data, reproduce, run, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="rnnhpo: hyperparameter search for regularized recurrent networks.")
 
-for module in (train, data, run, serve):
+for module in (train, data, run, serve, reproduce):
     module.register(app)
 
 if __name__ == "__main__":

@@ -265,7 +265,7 @@ class _Run:
         slots = self.parallel_slots()
         objective = self.spec.search.objectives[0].metric if role == "select" else "test_metric"
         dataset = {**self.spec.dataset.model_dump(mode="json")}
-        jobs = make_packs(plans, ids, pack_size=ex.pack_size, slots=slots, dataset=dataset,
+        jobs = make_packs(plans, ids, pack_size=1 if ex.timing == "solo" else ex.pack_size, slots=slots, dataset=dataset,
                           objective=objective, maximize=self.directions[0] == "maximize",
                           asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
         if ex.inject_failure:

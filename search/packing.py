@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,5 +74,6 @@ def make_packs(plans: list[TrialPlan], trial_ids: dict[int, int], *, pack_size: 
                 trial_numbers=[p.number for p in chunk],
                 objective=objective, maximize=maximize,
                 asha=asha if first.config.get("role", "test") == "select" else None,
-                data=first.config.get("data"), role=first.config.get("role", "test")))
+                data=first.config.get("data"), role=first.config.get("role", "test"),
+                extra={"composition": dict(Counter(p.variant for p in chunk))}))
     return jobs

@@ -43,6 +43,34 @@ def h_alpha_grad(w: Tensor, alpha) -> Tensor:
     return torch.where(w.abs() >= alpha, torch.sign(w), w / alpha)
 
 
+def steps_to_threshold(kind: str, w0: float, lr: float, lam: float, alpha: float, eps: float) -> float:
+    """Plain-SGD steps the penalty *alone* needs to bring a weight from |w0| below ``eps``.
+
+    The data gradient is ignored (the best case for sparsity). Per step the penalty moves w by
+    ``-lr * lam * dR/dw``: L1 by ``lr*lam`` (``(|w0| - eps) / (lr*lam)`` steps); L2 multiplies it by
+    ``1 - 2 lr lam``; smoothing L1 (eq. 14) moves it by ``lr*lam`` down to ``alpha``, then multiplies it
+    by ``1 - lr lam / alpha`` inside the band. ``inf`` when the penalty cannot get there (no penalty,
+    or a step that overshoots: the closed form does not apply).
+    """
+    a = abs(float(w0))
+    step = lr * lam
+    if a < eps:
+        return 0.0
+    if step <= 0 or kind not in ("l1", "l2", "sl1"):
+        return math.inf
+    if kind == "l1":
+        return (a - eps) / step
+    if kind == "l2":
+        q = 2 * step
+        return math.log(a / eps) / -math.log1p(-q) if q < 1 else math.inf
+    q = step / alpha
+    if q >= 1:
+        return math.inf
+    outside = max(0.0, (a - alpha) / step)
+    inside = math.log(min(a, alpha) / eps) / -math.log1p(-q)
+    return outside + inside
+
+
 def resolve_beta(beta) -> float:
     return TIKHONOV_BETA[beta] if isinstance(beta, str) else float(beta)
 

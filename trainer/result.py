@@ -47,7 +47,11 @@ DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "update_norm_tail",         # mean ||W^{k+1}-W^k|| over the last 10% of steps (Thm 3)
     "diverged",                 # loss became NaN/inf; the member stopped updating
     "diverged_at_step",         # step of divergence or -1
+    "steps_to_sparsity",        # closed form: steps the penalty alone needs for median |W_out^0| < 1e-5
 )
+
+#: Extra sparsity thresholds reported beside eq. 42's 1e-5 (final keys sparsity_out_<t>, sparsity_all_<t>).
+SPARSITY_THRESHOLDS: tuple[float, ...] = (1e-5, 1e-3, 1e-2)
 
 
 @dataclass

@@ -26,8 +26,9 @@ import torch
 from trainer.config import PackConfig
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
-from trainer.regularizers import Penalty
-from trainer.result import DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, MemberResult, PackResult
+from trainer.regularizers import Penalty, steps_to_threshold
+from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS, MemberResult,
+                            PackResult)
 from trainer.tasks import Task
 from trainer.trace import SPARSITY_EPS, TraceRecorder, member_trace
 from trainer.weights import export_weights
@@ -106,6 +107,7 @@ class _Pack:
         if config.family == "diag_rnn" and not config.train_readout:
             self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
         self.out_sl = lay.slice("W_out")
+        self.median_out0 = self.flat[:, self.out_sl].abs().median(1).values.cpu().numpy()
         wm = lay.mask(("in", "rec", "out"))
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
         self.weight_share = torch.as_tensor(wm / wm.sum(), dtype=self.dtype, device=self.device)
@@ -320,6 +322,9 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             "epochs": int(len(rows)),
             "wall_time": float(wall),
         }
+        for eps in SPARSITY_THRESHOLDS:
+            final[f"sparsity_out_{eps:g}"] = float(np.mean(np.abs(w[out_sl]) < eps))
+            final[f"sparsity_all_{eps:g}"] = float(np.mean(np.abs(w[w_idx]) < eps))
         loss_full = stats[:n_rows, 0, k]
         gn = stats[:n_rows, 3, k]
         un = stats[:n_updates, 6, k]
@@ -333,6 +338,9 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             "diverged": bool(diverged[k]),
             "diverged_at_step": int(div_step[k]) if diverged[k] else -1,
             "pruned": stopped_rows[k] is not None,
+            "median_abs_w_out_init": float(st.median_out0[k]),
+            "steps_to_sparsity": steps_to_threshold(mc.reg, st.median_out0[k], mc.lr, mc.lam, mc.alpha,
+                                                    SPARSITY_EPS),
         }
         assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
         members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
