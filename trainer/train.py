@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from trainer.config import PackConfig
+from trainer.diagnostics import convergence_diagnostics, tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
 from trainer.regularizers import Penalty, steps_to_threshold
@@ -210,6 +211,10 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
     projected = config.optimizer == "projected_gd"
     zero = torch.zeros((), dtype=st.dtype, device=dev)
     step, epoch = 0, 0
+    planned = (config.epochs or math.inf) * steps_per_epoch
+    planned = int(min(planned, config.max_steps or math.inf))
+    tail_step = tail_start(planned)  # W^s kept for Theorem 3's ||W^s - W^K||
+    st.w_tail = None
     t0 = time.perf_counter()
 
     while True:
@@ -227,6 +232,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             else:
                 idx = perms[:, s * B:(s + 1) * B]
                 xb, yb = st.x_train[idx], st.y_train[idx]
+            if step == tail_step:
+                st.w_tail = flat.clone()
             dloss, g = st.data_grad(xb, yb)
             pen, pg = st.penalty.value_and_grad(flat)
             for sl, part in pg:
@@ -281,6 +288,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
         if not bool(active.any()):
             break
     wall = time.perf_counter() - t0
+    st.full_batch = full_batch
     return _assemble(st, config, recorder, epoch_rows, diverged.cpu().numpy(), div_step.cpu().numpy(),
                      stopped_rows, stopped_epochs, step, wall)
 
@@ -328,12 +336,13 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
         loss_full = stats[:n_rows, 0, k]
         gn = stats[:n_rows, 3, k]
         un = stats[:n_updates, 6, k]
-        finite_gn = gn[np.isfinite(gn)]
         tail = un[-max(1, len(un) // 10):] if len(un) else un
+        tail_distance = None
+        if st.w_tail is not None and not diverged[k] and stopped_rows[k] is None:
+            tail_distance = float(np.linalg.norm(w - st.w_tail[k].detach().cpu().to(torch.float64).numpy()))
         diagnostics = {
-            "monotonicity_violations": int(np.sum(loss_full[1:] > loss_full[:-1])),
-            "grad_norm_ratio": float(finite_gn[-1] / finite_gn[0]) if len(finite_gn) and finite_gn[0] > 0
-            else float("nan"),
+            **convergence_diagnostics(loss_full, gn, full_batch=st.full_batch, tail_distance=tail_distance,
+                                      final_weight_norm=final["weight_norm"]),
             "update_norm_tail": float(tail.mean()) if len(tail) else float("nan"),
             "diverged": bool(diverged[k]),
             "diverged_at_step": int(div_step[k]) if diverged[k] else -1,
