@@ -37,3 +37,19 @@ def test_tail_distance_is_the_weight_change_over_the_tail():
     want = np.sqrt(sum(np.sum((w10.weights[k] - w9.weights[k]) ** 2) for k in w10.weights))
     assert w10.diagnostics["weight_tail_distance"] == pytest.approx(want, rel=1e-9)
     assert w10.diagnostics["monotonicity_violations"] == 0  # small full-batch steps: Thm 1 holds
+
+
+def test_tikhonov_feasibility_is_visible():
+    task = load_task("iris", seed=0)
+    members = [MemberConfig(lr=1e-3, reg="tikhonov", lam=1e-3, seed=0)]
+    cfg = PackConfig(family="lstm", hidden=32, epochs=None, max_steps=2, dtype="float64", device="cpu", members=members)
+    with pytest.warns(UserWarning, match="outside the feasible region"):
+        r = train_pack(task, cfg).members[0]
+    d = r.diagnostics
+    assert d["tikhonov_rho_h_init"] >= 1 and 0 < d["tikhonov_feasible_init_scale"] < 0.5
+    inside = cfg.model_copy(update={"init_scale": d["tikhonov_feasible_init_scale"]})
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r2 = train_pack(task, inside).members[0]
+    assert r2.diagnostics["tikhonov_rho_h_init"] == pytest.approx(0.9, abs=1e-6)

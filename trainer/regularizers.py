@@ -144,6 +144,24 @@ class Penalty:
             pen = pen + r
         return pen, grads
 
+    def tikhonov_rho_h(self, flat: Tensor) -> Tensor:
+        """rho_h (K,) of every member (meaningful for the tikhonov members): the paper's feasible
+        region is rho_h < 1, where 1 - rho_h^2 > 0 and R is finite without the floor."""
+        return tikhonov_parts(self.family.layout.views(flat), self.family.H, self.t_beta, self.t_spectral)["rho_h"]
+
+    def feasible_scale(self, flat: Tensor, target: float = 0.9) -> Tensor:
+        """Per member, the factor c in (0, 1] such that rho_h(c W) <= ``target`` (bisection; rho_h
+        grows with the weights): multiply init_scale by it to start inside the feasible region."""
+        lo = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        hi = torch.ones_like(lo)
+        ok = self.tikhonov_rho_h(flat) <= target
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            inside = self.tikhonov_rho_h(flat * mid[:, None]) <= target
+            lo = torch.where(inside, mid, lo)
+            hi = torch.where(inside, hi, mid)
+        return torch.where(ok, torch.ones_like(lo), lo)
+
     def tikhonov(self, flat: Tensor) -> Tensor:
         p = self.family.layout.views(flat)
         return tikhonov_terms(p, self.family.H, self.t_beta, self.t_lamS, self.t_lam1, self.t_lam2,

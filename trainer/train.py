@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Iterable, Optional
 
 import numpy as np
@@ -27,7 +28,7 @@ from trainer.config import PackConfig
 from trainer.diagnostics import convergence_diagnostics, tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
-from trainer.regularizers import Penalty, steps_to_threshold
+from trainer.regularizers import TIKHONOV_DENOM_FLOOR, Penalty, steps_to_threshold
 from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS, MemberResult,
                             PackResult)
 from trainer.tasks import Task
@@ -109,6 +110,7 @@ class _Pack:
             self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
         self.out_sl = lay.slice("W_out")
         self.median_out0 = self.flat[:, self.out_sl].abs().median(1).values.cpu().numpy()
+        self.tikhonov_init = self._tikhonov_feasibility() if self.penalty.has_tik else None
         wm = lay.mask(("in", "rec", "out"))
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
         self.weight_share = torch.as_tensor(wm / wm.sum(), dtype=self.dtype, device=self.device)
@@ -123,6 +125,21 @@ class _Pack:
         self.loss_kw = {"loss": config.loss, "reduction": config.reduction}
         if not self.cls and self.y_train.dim() == 1:
             self.y_train, self.y_test = self.y_train[:, None], self.y_test[:, None]
+
+    def _tikhonov_feasibility(self) -> dict[str, np.ndarray]:
+        """rho_h at initialisation, and the init_scale that would start at rho_h = 0.9; warns when a
+        Tikhonov member starts outside the paper's feasible region rho_h < 1 (where R is floored)."""
+        rho = self.penalty.tikhonov_rho_h(self.flat).cpu().numpy()
+        scale = (self.penalty.feasible_scale(self.flat) * self.config.init_scale).cpu().numpy()
+        bad = [k for k, m in enumerate(self.config.members) if m.reg == "tikhonov" and rho[k] >= 1]
+        if bad:
+            k = bad[0]
+            warnings.warn(
+                f"{len(bad)} Tikhonov member(s) start outside the feasible region rho_h < 1 (member {k}: "
+                f"rho_h = {rho[k]:.3g}): 1 - rho_h^2 is floored at {TIKHONOV_DENOM_FLOOR:g}, inflating R, and "
+                f"lambda1 (rho_h^2 - 1)_+ dominates; init_scale <= {scale[k]:.3g} starts at rho_h = 0.9",
+                stacklevel=3)
+        return {"rho_h": rho, "feasible_init_scale": scale}
 
     # -- one gradient evaluation ------------------------------------------------------------
     def data_grad(self, xb: Tensor, yb: Tensor):
@@ -351,6 +368,10 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             "steps_to_sparsity": steps_to_threshold(mc.reg, st.median_out0[k], mc.lr, mc.lam, mc.alpha,
                                                     SPARSITY_EPS),
         }
+        if st.tikhonov_init is not None and mc.reg == "tikhonov":
+            rho_end = float(st.penalty.tikhonov_rho_h(st.flat)[k].item())
+            diagnostics.update(tikhonov_rho_h_init=float(st.tikhonov_init["rho_h"][k]), tikhonov_rho_h_final=rho_end,
+                               tikhonov_feasible_init_scale=float(st.tikhonov_init["feasible_init_scale"][k]))
         assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
         members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
                                     diagnostics=diagnostics, weights=export_weights(st.family, w)))
