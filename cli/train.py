@@ -83,7 +83,7 @@ def train(
     full_batch: bool = typer.Option(False, "--full-batch", help="full-batch gradient descent"),
     hidden: int = typer.Option(32, "--hidden", help="hidden units"),
     no_bias: bool = typer.Option(False, "--no-bias", help="drop the biases (paper eq. 7-10)"),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam | prox_sgd (proximal, beyond the papers)"),
     seed: int = typer.Option(0, "--seed", help="seeds initialisation and data order"),
     task_seed: int = typer.Option(0, "--task-seed", help="seeds the train/test split"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),

@@ -126,3 +126,33 @@ def test_cross_entropy_on_regression_is_refused():
     cfg = PackConfig(family="rnn", hidden=H, epochs=1, loss="cross_entropy", members=[MemberConfig(lr=0.1)])
     with pytest.raises(ValueError, match="cross_entropy"):
         train_pack(_task("regression"), cfg)
+
+
+def _np_prox(v, t, kind, alpha):
+    if kind == "l1":
+        return np.sign(v) * np.maximum(np.abs(v) - t, 0)
+    if kind == "l2":
+        return v / (1 + 2 * t)
+    return np.where(np.abs(v) >= alpha + t, v - t * np.sign(v), v / (1 + t / alpha))
+
+
+@pytest.mark.parametrize("reg", ["l1", "sl1", "l2"])
+def test_prox_sgd_step_matches_numpy(reg):
+    """prox_sgd (beyond the papers): data-loss SGD step, then the prox of eta*lambda*R on W_out."""
+    task = _task("classification")
+    lr, lam, alpha, seed = 0.5, 0.2, 0.3, 4
+    cfg = PackConfig(family="rnn", hidden=H, dtype="float64", device="cpu", batch_size=None, epochs=None,
+                     max_steps=1, optimizer="prox_sgd", reduction="sum",
+                     members=[MemberConfig(lr=lr, reg=reg, lam=lam, alpha=alpha, seed=seed)])
+    fam = make_family("rnn", D, H, C, True)
+    w0 = export_weights(fam, fam.init([seed], 0.5, torch.float64, "cpu")[0].numpy())
+    f = lambda w: _np_loss(w, task.x_train, task.y_train, "classification", "auto", "sum", 0.0, alpha)  # noqa: E731
+    grad = _fd_grad(w0, f)
+    r = train_pack(task, cfg).members[0]
+    for name in w0:
+        want = w0[name] - lr * grad[name]
+        if name == "W_out":
+            want = _np_prox(want, lr * lam, reg, alpha)
+        np.testing.assert_allclose(r.weights[name], want, rtol=0, atol=1e-8)
+    if reg == "l1":  # soft-thresholding at eta*lambda = 0.1 leaves exact zeros
+        assert np.sum(r.weights["W_out"] == 0) > 0

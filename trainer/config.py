@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Family = Literal["rnn", "lstm", "gru", "diag_rnn"]
 RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
 RegScope = Literal["output", "all"]
-OptimizerKind = Literal["sgd", "projected_gd", "adam"]
+OptimizerKind = Literal["sgd", "projected_gd", "adam", "prox_sgd"]
 DType = Literal["float32", "float64"]
 LossKind = Literal["auto", "cross_entropy", "squared_error"]
 Reduction = Literal["mean", "sum"]
@@ -74,6 +74,8 @@ class PackConfig(BaseModel):
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps")
         for i, m in enumerate(self.members):
+            if m.reg == "tikhonov" and self.optimizer == "prox_sgd":
+                raise ValueError(f"members[{i}].reg: prox_sgd has no proximal map for tikhonov")
             if m.reg == "tikhonov" and self.family != "lstm":
                 raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
         if self.family == "diag_rnn" and self.hidden % 2:

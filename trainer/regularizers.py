@@ -144,6 +144,28 @@ class Penalty:
             pen = pen + r
         return pen, grads
 
+    def prox(self, v: Tensor, lr: Tensor) -> Tensor:
+        """The proximal map of lr * R per member (``prox_sgd``, beyond the papers), in place on ``v``
+        (K, P); ``lr`` is (K, 1). argmin_u 1/2 (u - v)^2 + lr lam h(u), elementwise:
+
+        * L1: soft-thresholding sign(v) max(|v| - lr lam, 0) - exact zeros;
+        * smoothing L1 (eq. 14): v - lr lam sign(v) when that stays outside [-alpha, alpha], else
+          v / (1 + lr lam / alpha) (the quadratic part's prox; it shrinks but never reaches 0);
+        * L2: v / (1 + 2 lr lam).
+        """
+        w = v[:, self.cols]
+        if self.c_l1 is not None:
+            t = lr * self.c_l1
+            w = torch.where(t > 0, torch.sign(w) * torch.clamp(w.abs() - t, min=0), w)
+        if self.c_sl1 is not None:
+            t = lr * self.c_sl1
+            outside = w.abs() - t >= self.alpha
+            w = torch.where(t > 0, torch.where(outside, w - t * torch.sign(w), w / (1 + t / self.alpha)), w)
+        if self.c_l2 is not None:
+            w = w / (1 + 2 * lr * self.c_l2)
+        v[:, self.cols] = w
+        return v
+
     def tikhonov_rho_h(self, flat: Tensor) -> Tensor:
         """rho_h (K,) of every member (meaningful for the tikhonov members): the paper's feasible
         region is rho_h < 1, where 1 - rho_h^2 > 0 and R is finite without the floor."""

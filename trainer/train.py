@@ -105,6 +105,7 @@ class _Pack:
         self.p = lay.views(self.flat)
         self.penalty = Penalty(self.family, config.members, self.dtype, self.device)
         self.opt = Optimizer(config, self.family, self.flat)
+        self.proximal = config.optimizer == "prox_sgd"
         self.grad_mask = None
         if config.family == "diag_rnn" and not config.train_readout:
             self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
@@ -252,7 +253,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             if step == tail_step:
                 st.w_tail = flat.clone()
             dloss, g = st.data_grad(xb, yb)
-            pen, pg = st.penalty.value_and_grad(flat)
+            pen, pg = st.penalty.value_and_grad(flat, need_grad=not st.proximal)
             for sl, part in pg:
                 g[:, sl] += part
             if st.grad_mask is not None:
@@ -263,6 +264,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             wnorm = _rownorm(flat)
             sp_out, sp_all = st.sparsity(flat)
             delta = st.opt.step(flat, g)
+            if st.proximal:  # W^{k+1} = prox_{eta lambda R}(W^k - eta grad E_data)
+                delta = st.penalty.prox(flat + delta, st.opt.lr) - flat
             # a member is finished when E, its gradient or its update stops being finite
             # (norms are computed as sqrt(sum w^2): an overflow there counts as divergence too)
             dnorm = _rownorm(delta)
