@@ -9,7 +9,9 @@ every variant evaluated on the test part of each split, pairs (seed, split).
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -95,6 +97,38 @@ def render(report: dict[str, Any]) -> None:
                   "Holm-adjusted Wilcoxon signed-rank p < 0.05.", style="dim")
 
 
+def save_plots(store, exp_id: str, trials: list[dict[str, Any]], report: dict[str, Any], out: Path) -> list[Path]:
+    """Learning curves (train/test per epoch), convergence (E, ||grad E||, sparsity per iteration)
+    and the paired-difference forest plot of one reproduction."""
+    from service import plots as figs
+    from service.reports.reproduction import replicate_curves
+
+    out.mkdir(parents=True, exist_ok=True)
+    name = report["dataset"]
+    m = report["metric"]
+    forest_rows = [{"label": f"{r['variant']} - {r['reference']}", **(r["paired"] or {})}
+                   for r in report["rows"] if r["paired"]]
+    figures = {
+        "learning_curves.png": lambda: figs.learning_curves_png(
+            replicate_curves(store, exp_id, trials), metric_label=m,
+            title=f"{name}: {m} per epoch, mean and 95% CI over (seed, split)"),
+        "convergence.png": lambda: figs.convergence_png(
+            replicate_curves(store, exp_id, trials, source="trace",
+                             metrics=("loss", "grad_norm", "sparsity_out")),
+            ("loss", "grad_norm", "sparsity_out"), log=True, width=1500, height=450,
+            title=f"{name}: minibatch E, gradient norm and W_out sparsity per iteration (95% CI)"),
+        "paired_differences.png": lambda: figs.forest_png(
+            forest_rows, x_label=f"test {m}: variant - reference (paired over seed, split)",
+            title=f"{name}: paired differences, 95% CI"),
+    }
+    paths = []
+    for fname, draw in figures.items():
+        path = out / fname
+        path.write_bytes(draw())
+        paths.append(path)
+    return paths
+
+
 def reproduce(
     table: Annotated[str, typer.Argument(help="table3 (classification) | table5 (regression)")],
     dataset: Annotated[Optional[list[str]], typer.Option("--dataset", help="dataset(s); default: every one "
@@ -107,6 +141,11 @@ def reproduce(
     db: Annotated[Optional[str], typer.Option("--db", help="database URL (default: RNNHPO_DATABASE_URL or "
                                                            "the embedded SQLite)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report rows as JSON")] = False,
+    experiment: Annotated[Optional[str], typer.Option("--experiment", help="report on this finished "
+                                                                           "experiment instead of running")] = None,
+    plots_dir: Annotated[Optional[Path], typer.Option(help="where to save the PNG plots (default "
+                                                           "var/plots/ID); --no-plots to skip")] = None,
+    no_plots: Annotated[bool, typer.Option("--no-plots", help="do not save plots")] = False,
 ) -> None:
     """Reproduce a table of the SL1-GRU paper; print ours beside the paper's with paired statistics."""
     from search.reference import TABLE_DATASETS, reproduction_spec
@@ -126,18 +165,33 @@ def reproduce(
         if not _available(name):
             err_console.print(f"{name}: not available here (see `rnnhpo datasets`); skipped")
             continue
-        spec = reproduction_spec(table, name, seeds=seeds, splits=splits, epochs=epochs)
-        spec["execution"]["timing"] = timing
-        store, exp_id, status = run_spec(spec, db)
-        if status != "succeeded":
-            _fail(f"{name}: experiment {exp_id} {status}")
+        if experiment:
+            from service.settings import Settings
+            from service.store import Store
+
+            store, exp_id = Store(db or Settings().database_url), experiment
+            if store.get_experiment(exp_id) is None:
+                _fail(f"--experiment: no experiment {exp_id}")
+        else:
+            spec = reproduction_spec(table, name, seeds=seeds, splits=splits, epochs=epochs)
+            spec["execution"]["timing"] = timing
+            store, exp_id, status = run_spec(spec, db)
+            if status != "succeeded":
+                _fail(f"{name}: experiment {exp_id} {status}")
         exp = store.get_experiment(exp_id)
         _, trials = store.trial_finals([exp_id])
         kind = "classification" if table == "table3" else "regression"
         report = reproduction_report(exp.spec, trials, task_kind=kind)
-        report.update(experiment=exp_id, seeds=seeds, splits=splits, epochs=exp.spec["training"]["epochs"],
+        report.update(experiment=exp_id, seeds=len(exp.spec["seeds"]) if isinstance(exp.spec["seeds"], list)
+                      else exp.spec["seeds"], splits=exp.spec["dataset"]["splits"]["n"],
+                      epochs=exp.spec["training"]["epochs"],
                       protocol="summed loss (eq. 15), Table 2 settings, stratified random splits")
         reports.append(report)
+        if not no_plots:
+            out = plots_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var")) / "plots" / exp_id
+            report["plots"] = [str(p) for p in save_plots(store, exp_id, trials, report, out)]
+            for p in report["plots"]:
+                err_console.print(f"plot: {p}")
         if not as_json:
             render(report)
     if as_json:

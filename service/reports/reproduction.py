@@ -179,3 +179,33 @@ def _time_claim(dataset, trials, solo, alpha) -> dict[str, Any]:
     slower = {o: round(r.mean_diff, 4) for o, r in results.items()}
     return {"claim": claim, "verdict": verdict,
             "reason": f"other variant minus SL1-GRU seconds (paired): {slower}; distinguishably slower: {faster}"}
+
+
+def replicate_curves(store, exp_id: str, trials: list[dict[str, Any]], *, source: str = "epochs",
+                     metrics: tuple[str, ...] = ("train_metric", "test_metric"),
+                     max_points: int = 400) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Per variant, the test trials' per-epoch records (``source="epochs"``) or per-iteration traces
+    (``"trace"``) stacked over replicates: ``{variant: (x, {metric: (n_replicates, len(x))})}``, the
+    input of :func:`service.plots.learning_curves_png` / ``convergence_png``."""
+    by_variant: dict[str, list[dict[str, np.ndarray]]] = {}
+    views, _ = store.list_trials(exp_id, limit=100_000)
+    id_of = {int(v.number): int(v.id) for v in views}
+    ids: dict[str, list[int]] = {}
+    for t in test_trials(trials):
+        if t["status"] == "completed" and int(t["number"]) in id_of:
+            ids.setdefault(t["variant"], []).append(id_of[int(t["number"])])
+    for variant, trial_ids in ids.items():
+        for tid in trial_ids:
+            if source == "epochs":
+                rec = store.get_epochs(tid)
+                rec = {"x": rec["epoch"], **{m: rec[m] for m in metrics}}
+            else:
+                rec = store.get_trace(tid, metrics=list(metrics), max_points=max_points)
+                rec = {"x": rec["step"], **{m: rec[m] for m in metrics}}
+            by_variant.setdefault(variant, []).append(rec)
+    out = {}
+    for variant, recs in by_variant.items():
+        n = min(len(r["x"]) for r in recs)
+        out[variant] = (np.asarray(recs[0]["x"][:n], dtype=float),
+                        {m: np.stack([np.asarray(r[m][:n], dtype=float) for r in recs]) for m in metrics})
+    return out
