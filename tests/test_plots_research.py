@@ -32,7 +32,7 @@ def test_ci_band_is_the_t_interval_clipped_to_range():
 
 def test_identical_curves_are_marked():
     a = np.linspace(1, 0, 50)
-    styles = plots._styles({"GRU": a, "L2-GRU": a.copy(), "SL1-GRU": a * 0.9})
+    styles = plots._styles({"GRU": a, "L2-GRU": a + 1e-4, "SL1-GRU": a * 0.9})
     assert styles["L2-GRU"][1] == "GRU" and styles["L2-GRU"][0]["marker"]
     assert styles["GRU"][1] is None and styles["SL1-GRU"][1] is None
 

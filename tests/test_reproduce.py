@@ -53,7 +53,7 @@ def test_verdicts_on_known_differences():
     rep = reproduction_report(spec, trials, task_kind="classification")
     v = {c["variant"]: c for c in rep["claims"] if "on test" in c["claim"]}
     assert v["L1-GRU"]["verdict"] == "reproduced"
-    assert v["L2-GRU"]["verdict"] == "not reproduced" and "not distinguishable" in v["L2-GRU"]["reason"]
+    assert v["L2-GRU"]["verdict"] == "not reproduced" and "identical" in v["L2-GRU"]["reason"]
     assert v["SL1-GRU"]["verdict"] == "not reproduced" and "opposite" in v["SL1-GRU"]["reason"]
     sp = next(c for c in rep["claims"] if c["variant"] == "SL1-GRU" and "sparsity" in c["claim"])
     # the closed form (10 steps) is below the steps taken (100): testable, and 0 < half the paper's

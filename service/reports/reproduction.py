@@ -112,6 +112,8 @@ def _better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any
         elif r.distinguishable:
             verdict, reason = "not reproduced", (f"the opposite holds: paired difference {r.mean_diff:+.4f}, "
                                                  f"Holm p = {r.p_holm:.3g}")
+        elif r.mean_diff == 0 and r.ci_low == r.ci_high:
+            verdict, reason = "not reproduced", f"identical test {'accuracy' if maximize else 'error'} on all {r.n} pairs"
         else:
             verdict, reason = "not reproduced", (f"not distinguishable: paired difference {r.mean_diff:+.4f} "
                                                  f"(95% CI {r.ci_low:+.4f} .. {r.ci_high:+.4f}), Holm p = "
