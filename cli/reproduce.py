@@ -136,7 +136,7 @@ def reproduce(
     seeds: Annotated[int, typer.Option(help="seeds per split")] = 10,
     splits: Annotated[int, typer.Option(help="stratified random train/test splits")] = 5,
     epochs: Annotated[Optional[int], typer.Option(help="override the protocol's epochs")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="demo size: 5 seeds x 3 splits")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="demo size: 5 seeds x 2 splits, <= 100 epochs")] = False,
     timing: Annotated[str, typer.Option(help="packed | solo (each member alone: comparable times)")] = "packed",
     db: Annotated[Optional[str], typer.Option("--db", help="database URL (default: RNNHPO_DATABASE_URL or "
                                                            "the embedded SQLite)")] = None,
@@ -156,7 +156,7 @@ def reproduce(
     if timing not in ("packed", "solo"):
         _fail("--timing: packed or solo")
     if quick:
-        seeds, splits = min(seeds, 5), min(splits, 3)
+        seeds, splits, epochs = min(seeds, 5), min(splits, 2), min(epochs or 100, 100)
     names = dataset or [d for d in TABLE_DATASETS[table] if _available(d)]
     reports = []
     for name in names:
