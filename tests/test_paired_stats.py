@@ -79,3 +79,49 @@ def test_pairing_by_seed_and_split_and_default_references():
     assert refs == {"L1": "GRU", "SL1": "GRU"}
     res = paired_comparisons(trials, {"SL1": "GRU"}, "test_metric")
     assert res["SL1"].n == 6 and res["SL1"].mean_diff == pytest.approx(0.02)
+
+
+def test_compare_rows_carry_paired_statistics(sqlite_url):
+    """The store's comparison rows (API, CLI, Markdown, CSV) use test trials only and carry the
+    paired comparison with the unregularized variant of the same family."""
+    from search.planning import TEST_NUMBER_BASE
+    from search.sink import TrialPlan, TrialRecord
+    from service.reports import tables
+    from service.reports.compare import compare
+    from service.store import Store
+
+    spec = {"name": "p", "dataset": {"name": "iris"}, "variants": [
+        {"name": "GRU", "family": "gru"}, {"name": "SL1-GRU", "family": "gru", "reg": "sl1"}]}
+    store = Store(sqlite_url)
+    exp = store.create_experiment("p", spec)
+    rng = np.random.default_rng(1)
+    values = {}
+    plans = []
+    n = TEST_NUMBER_BASE
+    for v in ("GRU", "SL1-GRU"):
+        for seed in range(4):
+            for split in range(3):
+                plans.append(TrialPlan(n, v, {}, seed, split, {"role": "test"}))
+                values[n] = 0.9 + 0.02 * rng.random() + (0.01 if v == "SL1-GRU" else 0)
+                n += 1
+    plans.append(TrialPlan(7, "GRU", {"lr": 0.1}, 0, 0, {"role": "select"}))  # a selection trial
+    ids = store.register_trials(exp, plans)
+    for p in plans:
+        final = {"val_metric": 0.5} if p.number == 7 else {"test_metric": values[p.number], "train_metric": 1.0}
+        store.record_trial(ids[p.number], TrialRecord(status="completed", final=final, diagnostics={}, trace={},
+                                                       epochs={}, wall_time=1.0, device="cpu", pack_id="x",
+                                                       pack_size=1))
+    rows = {r.variant: r for r in compare(store, [exp])}
+    assert rows["GRU"].n_trials == 12 and rows["GRU"].reference is None
+    sl1 = rows["SL1-GRU"]
+    a = [values[p.number] for p in plans if p.variant == "SL1-GRU"]
+    b = [values[p.number] for p in plans if p.variant == "GRU" and p.number != 7]
+    want = paired_test(a, b)
+    assert sl1.reference == "GRU" and sl1.n_pairs == 12
+    assert sl1.diff_mean == pytest.approx(want.mean_diff) and sl1.p_wilcoxon == pytest.approx(want.p_wilcoxon)
+    assert sl1.p_holm == pytest.approx(want.p_wilcoxon) and sl1.verdict == "distinguishable"
+    md = tables.markdown(list(rows.values()))
+    assert "paired verdict" in md and "distinguishable" in md
+    assert "p_holm" in tables.csv_text(list(rows.values())).splitlines()[0]
+    by_config = compare(store, [exp], by_config=True)
+    assert {r.role for r in by_config} == {"select", "test"}

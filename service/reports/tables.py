@@ -56,7 +56,18 @@ COLUMNS: list[Column] = [
     Column("loss", lambda r: fmt(r.loss_mean, r.loss_std, 3), 4),
     Column("Thm 1 viol.", lambda r: fmt(r.monotonicity_violations_mean, None, 3), 7),
     Column("‖∇E‖ last/first", lambda r: fmt(r.grad_norm_ratio_mean, None, 3), 7),
+    Column("Δ test vs ref [95% CI]", lambda r: _diff(r), 2),
+    Column("p Holm (Wilcoxon)", lambda r: fmt(r.p_holm, None, 2), 3),
+    Column("paired verdict", lambda r: r.verdict or "", 2, right=False),
 ]
+
+
+def _diff(r: VariantSummary) -> str:
+    """``+d [lo, hi] vs REF (n)`` for a row compared with a reference; empty otherwise."""
+    if r.diff_mean is None:
+        return ""
+    ci = f" [{r.diff_ci_low:+.3g}, {r.diff_ci_high:+.3g}]" if r.diff_ci_low is not None else ""
+    return f"{r.diff_mean:+.3g}{ci} vs {r.reference} (n={r.n_pairs})"
 EXPERIMENT = Column("experiment", lambda r: r.experiment_name, 0, right=False)
 
 
