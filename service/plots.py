@@ -311,6 +311,7 @@ def grid_facets_png(x_values: Sequence, y_values: Sequence, facets: Sequence[tup
         ax.set_title(label, fontsize="small")
         ax.set_xlabel(x_label)
     axes[0].set_ylabel(y_label)
+    fig.subplots_adjust(bottom=0.22, top=0.84, left=0.08, wspace=0.25)
     fig.colorbar(im, ax=list(axes), label=value_label)
     if title:
         fig.suptitle(title)

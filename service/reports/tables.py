@@ -56,6 +56,9 @@ COLUMNS: list[Column] = [
     Column("loss", lambda r: fmt(r.loss_mean, r.loss_std, 3), 4),
     Column("Thm 1 viol.", lambda r: fmt(r.monotonicity_violations_mean, None, 3), 7),
     Column("‖∇E‖ last/first", lambda r: fmt(r.grad_norm_ratio_mean, None, 3), 7),
+]
+#: Shown when some row is compared with a reference (paired over seed and split).
+PAIRED_COLUMNS: list[Column] = [
     Column("Δ test vs ref [95% CI]", lambda r: _diff(r), 2),
     Column("p Holm (Wilcoxon)", lambda r: fmt(r.p_holm, None, 2), 3),
     Column("paired verdict", lambda r: r.verdict or "", 2, right=False),
@@ -103,6 +106,8 @@ def paper_columns(dataset: str) -> list[Column]:
 def columns_for(rows: list[VariantSummary], paper_dataset: str | None = None) -> list[Column]:
     """Every column that applies to these rows."""
     cols = list(COLUMNS)
+    if any(r.diff_mean is not None for r in rows):
+        cols += PAIRED_COLUMNS
     if len({r.experiment_id for r in rows}) > 1:
         cols.insert(0, EXPERIMENT)
     if paper_dataset:
