@@ -185,6 +185,8 @@ def sparsity_png(curves: Mapping[str, Curves], metric: str = "sparsity_out", *,
     ax = fig.subplots()
     if _bands_on(ax, curves, metric, log=False):
         ax.legend(fontsize="small")
+        top = max(ax.get_ylim()[1], 1e-3)  # a share: the axis starts at 0, never below
+        ax.set_ylim(-0.02 * top, top)
     else:
         _empty(ax)
     ax.set_xlabel("iteration k")
