@@ -9,7 +9,6 @@ every variant evaluated on the test part of each split, pairs (seed, split).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -188,7 +187,9 @@ def reproduce(
                       protocol="summed loss (eq. 15), Table 2 settings, stratified random splits")
         reports.append(report)
         if not no_plots:
-            out = plots_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var")) / "plots" / exp_id
+            from service.settings import Settings
+
+            out = plots_dir or Path(Settings().var_dir) / "plots" / exp_id
             report["plots"] = [str(p) for p in save_plots(store, exp_id, trials, report, out)]
             for p in report["plots"]:
                 err_console.print(f"plot: {p}")
