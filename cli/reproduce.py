@@ -189,7 +189,7 @@ def reproduce(
         if not no_plots:
             from service.settings import Settings
 
-            out = plots_dir or Path(Settings().var_dir) / "plots" / exp_id
+            out = plots_dir or Settings().plots_dir / exp_id
             report["plots"] = [str(p) for p in save_plots(store, exp_id, trials, report, out)]
             for p in report["plots"]:
                 err_console.print(f"plot: {p}")
