@@ -358,6 +358,9 @@ def forest_png(rows: Sequence[Mapping], *, x_label: str = "paired difference", w
         ax.plot(r["mean_diff"], i, "o", color="C0" if sure else "0.5", ms=7)
         ax.text(1.01, i, r.get("verdict", ""), transform=ax.get_yaxis_transform(), va="center", fontsize="small")
     ax.axvline(0, color="k", lw=0.8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.invert_yaxis()
