@@ -15,6 +15,8 @@ RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
 RegScope = Literal["output", "all"]
 OptimizerKind = Literal["sgd", "projected_gd", "adam"]
 DType = Literal["float32", "float64"]
+Engine = Literal["eager", "fast", "auto"]
+Precision = Literal["float32", "tf32", "bf16"]
 
 
 class MemberConfig(BaseModel):
@@ -61,6 +63,10 @@ class PackConfig(BaseModel):
     device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")
     train_readout: bool = Field(True, description="diag_rnn only: train the 1/sqrt(m) readout too")
+    engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
+                           "(trainer.step); auto: fast on CUDA, eager on CPU")
+    precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
+                                 "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -70,6 +76,10 @@ class PackConfig(BaseModel):
         for i, m in enumerate(self.members):
             if m.reg == "tikhonov" and self.family != "lstm":
                 raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
+        if self.precision != "float32" and self.dtype != "float32":
+            raise ValueError(f"precision: {self.precision} applies to float32 training only")
+        if self.precision != "float32" and self.engine == "eager":
+            raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
         if self.family == "diag_rnn" and self.hidden % 2:
             raise ValueError("hidden: diag_rnn needs an even width for the symmetric initialisation")
         return self
