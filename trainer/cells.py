@@ -37,6 +37,19 @@ def input_projection(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
     return out.view(K, B, T, G)
 
 
+def step_projection(xt: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    """x_t W + b of one time step: xt (K, B, D), W (K, D, G), b (K, G) -> (K, B, G).
+
+    Per step rather than all steps at once: the backward then reduces each step's gradient over
+    the batch as it goes, instead of scattering into a (K, B, T, G) buffer (which the CPU compiler
+    turned into one slow strided reduction)."""
+    K, B, D = xt.shape
+    if D == 1:
+        out = xt * W
+        return out + b.unsqueeze(1) if b is not None else out
+    return torch.baddbmm(b.unsqueeze(1), xt, W) if b is not None else torch.bmm(xt, W)
+
+
 def readout(p: dict[str, Tensor], h: Tensor, bias: bool) -> Tensor:
     return torch.baddbmm(p["b_out"].unsqueeze(1), h, p["W_out"]) if bias else torch.bmm(h, p["W_out"])
 
@@ -45,12 +58,12 @@ def gru_forward(p: dict[str, Tensor], x: Tensor, H: int, bias: bool) -> Tensor:
     """z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br), h~ = tanh(x Wh + (r*h) Wh~ + bh),
     h' = (1 - z) h + z h~ (eq. 2-5, Algorithm 1)."""
     K = p["Wx"].shape[0]
-    xp = input_projection(_per_member(x, K), p["Wx"], p["b"] if bias else None)
-    T = xp.shape[2]
-    a = xp[:, :, 0]
+    x = _per_member(x, K)
+    b = p["b"] if bias else None
+    a = step_projection(x[:, :, 0], p["Wx"], b)
     h = torch.sigmoid(a[..., :H]) * torch.tanh(a[..., 2 * H:])
-    for t in range(1, T):
-        a = xp[:, :, t]
+    for t in range(1, x.shape[2]):
+        a = step_projection(x[:, :, t], p["Wx"], b)
         zr = torch.sigmoid(a[..., :2 * H] + torch.bmm(h, p["Wh_zr"]))
         z, r = zr[..., :H], zr[..., H:]
         c = torch.tanh(a[..., 2 * H:] + torch.bmm(r * h, p["Wh_h"]))
