@@ -16,7 +16,8 @@ OPTION_OF = {"lr": "--lr", "lam": "--lam", "alpha": "--alpha", "reg": "--reg", "
              "seed": "--seed", "family": "--model", "hidden": "--hidden", "epochs": "--epochs",
              "max_steps": "--max-steps", "batch_size": "--batch-size", "dtype": "--dtype",
              "optimizer": "--optimizer", "device": "--device", "trace_every": "--trace-every",
-             "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u"}
+             "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u",
+             "engine": "--engine", "precision": "--precision"}
 
 
 def _fail(message: str) -> None:
@@ -79,6 +80,9 @@ def train(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
+    engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
+                               "auto (fast on CUDA)"),
+    precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),
     weights_out: Optional[Path] = typer.Option(None, "--weights-out", help="write paper-named weights (.npz)"),
@@ -95,7 +99,8 @@ def train(
         config = PackConfig(family=model, hidden=hidden, bias=not no_bias, optimizer=optimizer,
                             batch_size=None if full_batch else batch_size,
                             epochs=None if (epochs is None and max_steps) else epochs, max_steps=max_steps,
-                            dtype=dtype, device=device, trace_every=trace_every, members=[member])
+                            dtype=dtype, device=device, trace_every=trace_every, engine=engine,
+                            precision=precision, members=[member])
     except ValidationError as exc:
         _fail(_describe(exc.errors()[0]))
 
