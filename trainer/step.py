@@ -138,10 +138,10 @@ class FastStep:
             total = total + tik
         return total.sum(), (dloss.detach(), tik.detach())
 
-    def step(self, flat, active, diverged, div_step, step_no, m, v, idx, wts):
-        """One update of every member; returns the trace row (len(STEP_STATS), K)."""
+    def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
+        """One update of every member on its minibatch ``xb`` (K, B, T, D), ``yb``; returns the trace
+        row (len(STEP_STATS), K)."""
         st = self.st
-        xb, yb = st.x_train[idx], st.y_train[idx]
         g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
         pen, parts = st.penalty.value_and_grad(flat, include_tikhonov=False)
         pen = pen + tik
@@ -222,8 +222,11 @@ class StepRunner:
             self.w_buf = torch.zeros((B,), dtype=fs.st.dtype, device=fs.st.device)
 
     def _args(self, idx, wts):
-        s = self.state
-        return (s["flat"], s["active"], s["diverged"], s["div_step"], s["step_no"], s["m"], s["v"], idx, wts)
+        """The step's arguments; the minibatch gather stays outside the compiled function (inlined
+        into the backward's reductions, its indirect loads kept the CPU kernels from vectorising)."""
+        s, st = self.state, self.fs.st
+        return (s["flat"], s["active"], s["diverged"], s["div_step"], s["step_no"], s["m"], s["v"],
+                st.x_train[idx], st.y_train[idx], wts)
 
     def step(self, idx: Tensor, wts: Tensor) -> Tensor:
         if self.backend != "cuda_graph":
