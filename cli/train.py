@@ -17,7 +17,9 @@ OPTION_OF = {"lr": "--lr", "lam": "--lam", "alpha": "--alpha", "reg": "--reg", "
              "max_steps": "--max-steps", "batch_size": "--batch-size", "dtype": "--dtype",
              "optimizer": "--optimizer", "device": "--device", "trace_every": "--trace-every",
              "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u",
-             "engine": "--engine", "precision": "--precision"}
+             "tikhonov_lambda1": "--lambda1", "tikhonov_lambda2": "--lambda2", "loss": "--loss",
+             "reduction": "--reduction", "train_readout": "--train-readout", "engine": "--engine",
+             "precision": "--precision"}
 
 
 def _fail(message: str) -> None:
@@ -59,6 +61,26 @@ def _beta(text: str):
         _fail(f"--beta: must be 'paper', 'bound' or a number, got {text!r}")
 
 
+def _data_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings as loader options (numbers and true/false parsed, the rest text)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--data-option: expected KEY=VALUE, got {item!r}")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        options[key.strip()] = parsed if isinstance(parsed, (bool, int, float, str)) else value
+    return options
+
+
+def _default_data_dir() -> Path:
+    from cli.common import settings
+
+    return settings().data_dir
+
+
 def train(
     task: str = typer.Option(..., "--task", help="task name (see `rnnhpo datasets`), e.g. iris, funcapprox"),
     model: str = typer.Option("gru", "--model", help="rnn | lstm | gru | diag_rnn"),
@@ -68,15 +90,27 @@ def train(
     alpha: float = typer.Option(0.01, "--alpha", help="smoothing width alpha of the SL1 penalty"),
     scope: str = typer.Option("output", "--scope", help="penalize W_out (output, paper) or all weights"),
     beta: str = typer.Option("paper", "--beta", help="Tikhonov beta: paper (17/161), bound (1) or a number"),
+    lambda1: float = typer.Option(1.0, "--lambda1", help="Tikhonov: weight of (rho_h^2 - 1)_+ (eq. 57)"),
+    lambda2: float = typer.Option(1.0, "--lambda2", help="Tikhonov: weight of (beta ||W_oh|| - 1)_+ (eq. 57)"),
+    loss: str = typer.Option("auto", "--loss", help="cross_entropy | squared_error (eq. 11) | auto"),
+    reduction: str = typer.Option("mean", "--reduction", help="mean over the batch, or sum (eq. 15)"),
+    init_scale: float = typer.Option(0.5, "--init-scale", help="weights start U[-a, a] (paper: 0.5)"),
+    rho: float = typer.Option(1.0, "--rho", help="projected GD radius of the recurrent weights (rho/sqrt(m))"),
+    rho_u: float = typer.Option(1.0, "--rho-u", help="projected GD radius of the input weights (rho_u/sqrt(m))"),
+    train_readout: bool = typer.Option(False, "--train-readout", help="diag_rnn: train the readout too"),
     epochs: Optional[int] = typer.Option(100, "--epochs", help="training epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many updates"),
-    batch_size: int = typer.Option(32, "--batch-size", help="minibatch size"),
+    batch_size: int = typer.Option(32, "--batch-size", help="minibatch size (1: per-sample SGD, Algorithm 1)"),
     full_batch: bool = typer.Option(False, "--full-batch", help="full-batch gradient descent"),
     hidden: int = typer.Option(32, "--hidden", help="hidden units"),
     no_bias: bool = typer.Option(False, "--no-bias", help="drop the biases (paper eq. 7-10)"),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam | prox_sgd (proximal, beyond the papers)"),
     seed: int = typer.Option(0, "--seed", help="seeds initialisation and data order"),
     task_seed: int = typer.Option(0, "--task-seed", help="seeds the train/test split"),
+    data_option: list[str] = typer.Option([], "--data-option", "-o",
+                                          help="dataset option KEY=VALUE, repeatable (e.g. -o path=my.csv -o target=y)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir",
+                                            help="dataset files (default RNNHPO_DATA_DIR, else ~/.local/share/rnnhpo/data)"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
@@ -95,8 +129,10 @@ def train(
 
     try:
         member = MemberConfig(lr=lr, reg=reg, lam=lam, alpha=alpha, scope=scope, seed=seed,
-                              tikhonov_beta=_beta(beta))
+                              tikhonov_beta=_beta(beta), tikhonov_lambda1=lambda1, tikhonov_lambda2=lambda2,
+                              rho=rho, rho_u=rho_u)
         config = PackConfig(family=model, hidden=hidden, bias=not no_bias, optimizer=optimizer,
+                            loss=loss, reduction=reduction, init_scale=init_scale, train_readout=train_readout,
                             batch_size=None if full_batch else batch_size,
                             epochs=None if (epochs is None and max_steps) else epochs, max_steps=max_steps,
                             dtype=dtype, device=device, trace_every=trace_every, engine=engine,
@@ -113,8 +149,10 @@ def train(
     from trainer.train import train_pack
 
     torch.set_num_threads(max(1, threads))
+    options = _data_options(data_option)
+    options["data_dir"] = str(data_dir or _default_data_dir())
     try:
-        data = load_task(task, seed=task_seed)
+        data = load_task(task, seed=task_seed, **options)
     except KeyError as exc:
         _fail(f"--task: {exc.args[0]}")
     except Exception as exc:  # noqa: BLE001 - a dataset that cannot be loaded: say why, in one line

@@ -11,11 +11,20 @@ through per-iteration ``tune.report`` calls.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
+from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+
+__all__ = ["EPOCH_COLUMNS", "TRACE_COLUMNS", "TRIAL_STATUSES", "FINISHED_TRIAL_STATUSES", "TrialPlan",
+           "TrialRecord", "ResultSink", "TrialStatus"]
+
 TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "pruned"]
+#: Every trial status, declared once (the database, the API and the CLI use this tuple).
+TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)
+#: Statuses of a trial that has a result and is not run again on resume.
+FINISHED_TRIAL_STATUSES: tuple[str, ...] = ("completed", "diverged")
 
 
 @dataclass(frozen=True)

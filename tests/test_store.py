@@ -18,6 +18,7 @@ from service.store import (
     Store,
 )
 from trainer.result import TRACE_COLUMNS
+from service.reports.compare import compare
 
 FLOAT_TRACE = [c for c in TRACE_COLUMNS if c not in ("step", "epoch")]
 
@@ -535,7 +536,7 @@ def test_compare_matches_numpy(store):
                 d = expected.setdefault((exp, variant), {})
                 for k, v in {**fin, "wall_time": rec.wall_time, **diag}.items():
                     d.setdefault(k, []).append(float(v))
-    out = store.compare([e2, e1])
+    out = compare(store, [e2, e1])
     assert [(s.experiment_id, s.variant) for s in out] == [
         (e2, "l2"), (e2, "sl1"), (e2, "solo"), (e1, "l2"), (e1, "sl1"), (e1, "solo")]
     for s in out:
@@ -554,7 +555,7 @@ def test_compare_matches_numpy(store):
     assert (l2.n_trials, l2.n_completed, l2.n_diverged, l2.n_failed) == (4, 2, 1, 1)
     assert sl1.experiment_name == "two"
     with pytest.raises(NotFound):
-        store.compare([e1, "missing"])
+        compare(store, [e1, "missing"])
 
 
 def test_compare_by_config_gives_one_row_per_grid_point(store):
@@ -568,13 +569,13 @@ def test_compare_by_config_gives_one_row_per_grid_point(store):
         acc = 0.5 + 0.1 * plan.number
         store.record_trial(ids[plan.number], make_record(3, final={"test_metric": acc}))
         expected.setdefault(json.dumps(plan.params, sort_keys=True), []).append(acc)
-    rows = store.compare([exp], by_config=True)
+    rows = compare(store, [exp], by_config=True)
     assert len(rows) == 3 and all(r.n_completed == 3 and r.variant == "SL1" for r in rows)
     for r in rows:
         values = expected[json.dumps(r.params, sort_keys=True)]
         assert r.test_metric_mean == pytest.approx(np.mean(values))
         assert r.test_metric_std == pytest.approx(np.std(values, ddof=1))
-    (whole,) = store.compare([exp])
+    (whole,) = compare(store, [exp])
     assert whole.params is None and whole.n_completed == 9
     assert whole.test_metric_mean == pytest.approx(np.mean(sum(expected.values(), [])))
 
@@ -611,7 +612,7 @@ def test_claim_a_given_experiment(store):
 
 
 def test_sqlite_locked_record_is_retried(sqlite_url, monkeypatch):
-    import service.store as store_mod
+    import service.store.trials as store_mod
 
     store = Store(sqlite_url)
     exp, ids = one_trial(store)

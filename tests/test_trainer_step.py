@@ -17,7 +17,7 @@ import torch
 from trainer import cells
 from trainer.config import MemberConfig, PackConfig
 from trainer.models import make_family
-from trainer.step import EpochBatches, resolve_engine, train_pack_fast
+from trainer.step import EpochBatches, fast_unsupported, resolve_engine, train_pack_fast
 from trainer.tasks import load_task
 from trainer.train import train_pack
 
@@ -89,6 +89,51 @@ def test_fast_equals_eager_optimizers(funcapprox, family, optimizer):
     cfg = PackConfig(family=family, hidden=6, batch_size=16, epochs=3, dtype="float64", device="cpu",
                      optimizer=optimizer, members=members, engine="eager")
     assert _max_diff(train_pack(funcapprox, cfg), train_pack_fast(funcapprox, cfg, backend="eager")) <= 1e-10
+
+
+@pytest.mark.parametrize("loss,reduction", [("squared_error", "mean"), ("squared_error", "sum"),
+                                            ("cross_entropy", "sum")])
+@pytest.mark.parametrize("family", ["gru", "lstm"])
+def test_fast_equals_eager_loss_and_reduction(iris, family, loss, reduction):
+    """training.loss / training.reduction (eq. 11 / eq. 15) through the fast engine, ragged last batch."""
+    cfg = PackConfig(family=family, hidden=5, batch_size=32, epochs=2, dtype="float64", device="cpu",
+                     members=_members(family)[:3], loss=loss, reduction=reduction, engine="eager")
+    assert resolve_engine(cfg.model_copy(update={"engine": "fast"}), torch.device("cpu")) == "fast"
+    ref = train_pack(iris, cfg)
+    assert _max_diff(ref, train_pack_fast(iris, cfg, backend="eager")) <= 1e-10
+
+
+def test_fast_equals_eager_regression_sum_and_prox(funcapprox):
+    members = [MemberConfig(lr=0.002, reg=r, lam=1e-2, alpha=0.05, seed=s) for s, r in enumerate(("l1", "sl1", "l2"))]
+    for optimizer in ("sgd", "prox_sgd"):
+        cfg = PackConfig(family="gru", hidden=5, batch_size=16, epochs=2, dtype="float64", device="cpu",
+                         members=members, reduction="sum", optimizer=optimizer, engine="eager")
+        assert _max_diff(train_pack(funcapprox, cfg), train_pack_fast(funcapprox, cfg, backend="eager")) <= 1e-10
+
+
+def test_fast_engine_covers_every_setting():
+    """Which settings fall back to the eager engine: none today (fast_unsupported is the one place
+    that would say so), across every family, loss, reduction, optimizer and regularizer."""
+    import itertools
+
+    for family, loss, reduction, optimizer in itertools.product(
+            FAMILIES, ("auto", "cross_entropy", "squared_error"), ("mean", "sum"),
+            ("sgd", "projected_gd", "adam", "prox_sgd")):
+        regs = [r for r in _regs(family) if not (r == "tikhonov" and optimizer == "prox_sgd")]
+        cfg = PackConfig(family=family, loss=loss, reduction=reduction, optimizer=optimizer, engine="fast",
+                         members=[MemberConfig(lr=0.1, reg=r) for r in regs])
+        assert fast_unsupported(cfg) is None
+        assert resolve_engine(cfg, torch.device("cpu")) == "fast"
+
+
+def test_fallback_to_eager_warns(iris, monkeypatch):
+    import trainer.step as step_module
+
+    monkeypatch.setattr(step_module, "fast_unsupported", lambda config: "not covered (test)")
+    cfg = PackConfig(family="rnn", hidden=4, batch_size=32, epochs=1, device="cpu", engine="fast",
+                     members=[MemberConfig(lr=0.1)])
+    with pytest.warns(UserWarning, match="not covered"):
+        assert train_pack(iris, cfg).engine == "eager"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Family = Literal["rnn", "lstm", "gru", "diag_rnn"]
 RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
 RegScope = Literal["output", "all"]
-OptimizerKind = Literal["sgd", "projected_gd", "adam"]
+OptimizerKind = Literal["sgd", "projected_gd", "adam", "prox_sgd"]
 DType = Literal["float32", "float64"]
+LossKind = Literal["auto", "cross_entropy", "squared_error"]
+Reduction = Literal["mean", "sum"]
 Engine = Literal["eager", "fast", "auto"]
 Precision = Literal["float32", "tf32", "bf16"]
 
@@ -22,14 +24,14 @@ Precision = Literal["float32", "tf32", "bf16"]
 class MemberConfig(BaseModel):
     """One trial inside a pack."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lr: float = Field(gt=0, description="learning rate eta (eq. 17)")
     reg: RegKind = "none"
     lam: float = Field(0.0, ge=0, description="regularization coefficient lambda (eq. 15)")
     alpha: float = Field(0.01, gt=0, description="smoothing width alpha of h_alpha (eq. 14)")
     scope: RegScope = Field("output", description="penalize W_out only (paper) or all weights")
-    seed: int = Field(0, ge=0, description="seeds the initialisation and the data order")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the initialisation and the data order")
     tikhonov_beta: Union[Literal["paper", "bound"], float] = Field(
         "paper", description="beta of the Tikhonov regularizer: 17/161 (paper), 1 (bound) or a number")
     tikhonov_norm: Literal["spectral", "frobenius"] = "spectral"
@@ -48,21 +50,26 @@ class MemberConfig(BaseModel):
 class PackConfig(BaseModel):
     """Architecture and training settings shared by every member of a pack."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     family: Family = "gru"
-    hidden: int = Field(32, ge=1, le=4096)
+    hidden: int = Field(32, ge=1, le=1024)
     bias: bool = Field(True, description="gate biases (Algorithm 1); False gives eq. 7-10")
     init_scale: float = Field(0.5, gt=0, description="weights start U[-a, a] (paper: a = 0.5)")
     optimizer: OptimizerKind = "sgd"
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int | None = Field(32, ge=1, description="None trains full batch")
-    epochs: int | None = Field(100, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many updates")
+    batch_size: int | None = Field(32, ge=1, le=1_000_000,
+                                   description="None trains full batch; 1 is Algorithm 1's per-sample SGD")
+    loss: LossKind = Field("auto", description="cross_entropy (softmax) | squared_error (eq. 11: sigmoid "
+                                               "output for classes, linear for regression) | auto")
+    reduction: Reduction = Field("mean", description="mean over the batch, or sum over it as eq. 15")
+    epochs: int | None = Field(100, ge=1, le=100_000)
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many updates")
     dtype: DType = "float32"
     device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")
-    train_readout: bool = Field(True, description="diag_rnn only: train the 1/sqrt(m) readout too")
+    train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
+                                                   "(the rnn-gd-convergence paper keeps it fixed)")
     engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
                            "(trainer.step); auto: fast on CUDA, eager on CPU")
     precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
@@ -74,6 +81,8 @@ class PackConfig(BaseModel):
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps")
         for i, m in enumerate(self.members):
+            if m.reg == "tikhonov" and self.optimizer == "prox_sgd":
+                raise ValueError(f"members[{i}].reg: prox_sgd has no proximal map for tikhonov")
             if m.reg == "tikhonov" and self.family != "lstm":
                 raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
         if self.precision != "float32" and self.dtype != "float32":

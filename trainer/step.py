@@ -105,6 +105,8 @@ class FastStep:
         self.data_loss = data_loss
         cfg = st.config
         self.optimizer = cfg.optimizer
+        self.loss, self.reduction = cfg.loss, cfg.reduction
+        self.proximal = cfg.optimizer == "prox_sgd"
         self.bf16 = cfg.precision == "bf16"
         dt, dev = st.dtype, st.device
         self.lr = st.opt.lr
@@ -124,7 +126,11 @@ class FastStep:
         with ctx:
             out = cell_forward(self.family, self.family.layout.views(flat), xb)
         out = out.to(flat.dtype)
-        if self.kind == "classification":
+        if self.kind == "classification" and self.loss == "squared_error":  # eq. 11 on a sigmoid output
+            target = torch.zeros_like(out).scatter(-1, yb.unsqueeze(-1), 1.0)
+            diff = torch.sigmoid(out) - target
+            per = 0.5 * (diff * diff).sum(-1)
+        elif self.kind == "classification":
             logp = torch.log_softmax(out, dim=-1)
             per = -logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1)
         else:
@@ -143,7 +149,7 @@ class FastStep:
         row (len(STEP_STATS), K)."""
         st = self.st
         g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
-        pen, parts = st.penalty.value_and_grad(flat, include_tikhonov=False)
+        pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
         pen = pen + tik
         for sl, part in parts:
             g[:, sl] += part
@@ -163,6 +169,8 @@ class FastStep:
             delta = -self.lr * mh / (vh.sqrt() + 1e-8)
         else:
             delta = -self.lr * g
+            if self.proximal:  # W^{k+1} = prox_{eta lambda R}(W^k - eta grad E_data)
+                delta = st.penalty.prox(flat + delta, self.lr) - flat
             if self.optimizer == "projected_gd":
                 new = flat + delta
                 st.opt.project(new)
@@ -194,7 +202,8 @@ class FastStep:
             out = cell_forward(self.family, self.family.layout.views(flat), x_all)
             res = []
             for o, y in ((out[:, :n_tr], st.y_train), (out[:, n_tr:], st.y_test)):
-                loss, _ = self.data_loss(o, y, self.kind, need_dout=False)
+                loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
+                loss = loss * st.split_scale(y.shape[0])
                 if self.kind == "classification":
                     metric = (o.argmax(-1) == y).to(flat.dtype).mean(1)
                 else:
@@ -267,9 +276,10 @@ def _configure_compiler() -> None:
 
 class EpochBatches:
     """Each member's data order for an epoch as a padded ``(K, S*B)`` index tensor plus per-step loss
-    weights ``(S, B)``: 1/n for the n real samples of a step, 0 for the padding of a short last batch."""
+    weights ``(S, B)``: 1/n (reduction ``mean``) or 1 (``sum``, eq. 15) for the n real samples of a
+    step, 0 for the padding of a short last batch."""
 
-    def __init__(self, N: int, B: int, K: int, seeds: list[int], dtype, device):
+    def __init__(self, N: int, B: int, K: int, seeds: list[int], dtype, device, reduction: str = "mean"):
         self.N, self.B, self.K, self.device = N, B, K, device
         self.full_batch = B >= N
         self.S = math.ceil(N / B)
@@ -278,7 +288,7 @@ class EpochBatches:
         w = np.zeros((self.S, B))
         for s in range(self.S):
             n = min(B, N - s * B)
-            w[s, :n] = 1.0 / n
+            w[s, :n] = 1.0 if reduction == "sum" else 1.0 / n
         self.weights = torch.as_tensor(w, dtype=dtype, device=device)
         self.pad = np.zeros((K, pad), dtype=np.int64)
         if self.full_batch:
@@ -293,6 +303,7 @@ class EpochBatches:
 
 def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: str | None = None) -> PackResult:
     """:func:`trainer.train.train_pack` through the fast engine (see the module docstring)."""
+    from trainer.diagnostics import tail_start
     from trainer.train import EVAL_CHUNK, _assemble, _Pack
 
     st = _Pack(task, config)
@@ -302,7 +313,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
         raise ValueError("backend cuda_graph needs a CUDA device")
     N = st.x_train.shape[0]
     B = N if config.batch_size is None else min(config.batch_size, N)
-    batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev)
+    batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev, config.reduction)
     fs = FastStep(st, B)
     state = {"flat": st.flat, "active": torch.ones(K, dtype=torch.bool, device=dev),
              "diverged": torch.zeros(K, dtype=torch.bool, device=dev),
@@ -319,6 +330,10 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     recorder = TraceRecorder(K)
     epoch_rows: list[dict[str, np.ndarray]] = []
     step, epoch = 0, 0
+    planned = int(min((config.epochs or math.inf) * batches.S, config.max_steps or math.inf))
+    tail_step = tail_start(planned)  # W^s kept for Theorem 3's ||W^s - W^K|| (as the eager loop)
+    st.w_tail = None
+    st.full_batch = batches.full_batch
     t0 = time.perf_counter()
     with matmul_precision(config.precision):
         while True:
@@ -330,6 +345,8 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
             for s in range(batches.S):
                 if config.max_steps is not None and step >= config.max_steps:
                     break
+                if step == tail_step:
+                    st.w_tail = st.flat.clone()
                 row = runner.step(order[:, s * B:(s + 1) * B], batches.weights[s])
                 recorder.record(step, epoch, row.clone() if backend == "cuda_graph" else row)
                 step += 1

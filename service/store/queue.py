@@ -1,0 +1,179 @@
+"""The experiment queue: create, claim (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), heartbeat,
+progress, finish, cancel, requeue and delete -- the experiment's state machine."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from service.db.models import EXPERIMENT_STATUSES, FINAL_EXPERIMENT_STATUSES
+from service.store._values import _check_status, _jsonable, _now
+from service.store.base import E, T, TP, EM, StoreBase
+from service.store.views import ExperimentRunning, ExperimentView, NotFound
+
+
+class ExperimentQueue(StoreBase):
+    """Experiment rows and their lifecycle (see :mod:`service.store` for the rules)."""
+
+    def create_experiment(self, name: str, spec: dict, *, n_trials_total: int | None = None) -> str:
+        exp_id = uuid.uuid4().hex
+        with self._write() as conn:
+            conn.execute(E.insert().values(
+                id=exp_id, name=name, spec=_jsonable(spec or {}), status="queued",
+                cancel_requested=False, created_at=_now(), n_trials_total=n_trials_total,
+                n_trials_done=0, attempts=0))
+        return exp_id
+
+    def get_experiment(self, exp_id: str) -> ExperimentView | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(E).where(E.c.id == exp_id)).first()
+        return None if row is None else self._exp_view(row)
+
+    def list_experiments(self, *, status: str | None = None, limit: int = 50,
+                         offset: int = 0) -> tuple[list[ExperimentView], int]:
+        """Newest first; ``(page, total matching)``."""
+        _check_status(status, EXPERIMENT_STATUSES, "experiment")
+        cond = sa.true() if status is None else E.c.status == status
+        with self._read() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(E).where(cond)).scalar_one()
+            rows = conn.execute(sa.select(E).where(cond)
+                                .order_by(E.c.created_at.desc(), E.c.id.desc())
+                                .limit(max(0, limit)).offset(max(0, offset))).all()
+        return [self._exp_view(r) for r in rows], int(total)
+
+    def claim_experiment(self, runner_id: str, *, stale_after_s: float = 30.0,
+                         exp_id: str | None = None) -> ExperimentView | None:
+        """Atomically take the oldest queued experiment, or a running one whose runner died
+        (heartbeat older than ``stale_after_s``). Two runners never get the same experiment.
+
+        With ``exp_id``, only that experiment is considered (``None`` when it is not claimable:
+        finished, or running with a fresh heartbeat)."""
+        with self._write() as conn:
+            retries = 2 if self.dialect == "postgresql" else 0
+            while True:
+                now = _now()
+                cutoff = now - timedelta(seconds=stale_after_s)
+                q = (sa.select(E.c.id, E.c.cancel_requested)
+                     .where(sa.or_(E.c.status == "queued",
+                                   sa.and_(E.c.status == "running",
+                                           sa.or_(E.c.heartbeat_at.is_(None),
+                                                  E.c.heartbeat_at < cutoff))))
+                     .order_by(E.c.created_at, E.c.id).limit(1))
+                if exp_id is not None:
+                    q = q.where(E.c.id == exp_id)
+                if self.dialect == "postgresql":
+                    q = q.with_for_update(skip_locked=True)
+                row = conn.execute(q).first()
+                if row is None:
+                    # PostgreSQL: a row re-checked after a concurrent commit can make LIMIT 1
+                    # come back empty although other candidates exist; look once more.
+                    if retries > 0:
+                        retries -= 1
+                        continue
+                    return None
+                if row.cancel_requested:
+                    self._finish(conn, row.id, "cancelled", "cancelled while its runner was gone")
+                    continue
+                conn.execute(E.update().where(E.c.id == row.id).values(
+                    status="running", runner_id=runner_id, heartbeat_at=now,
+                    started_at=sa.func.coalesce(E.c.started_at, now), finished_at=None,
+                    attempts=E.c.attempts + 1))
+                return self._exp_view(conn.execute(sa.select(E).where(E.c.id == row.id)).one())
+
+    def heartbeat(self, exp_id: str, runner_id: str) -> bool:
+        """Refresh the heartbeat; False when this runner no longer owns the experiment."""
+        with self._write() as conn:
+            res = conn.execute(E.update().where(
+                E.c.id == exp_id, E.c.runner_id == runner_id, E.c.status == "running",
+            ).values(heartbeat_at=_now()))
+            return res.rowcount == 1
+
+    def set_progress(self, exp_id: str, *, total: int, done: int, best: dict | None = None,
+                     eta_s: float | None = None, dashboard_url: str | None = None,
+                     packs_total: int | None = None, packs_done: int | None = None) -> None:
+        """Record progress; ETA, dashboard URL and pack counts go to the ``progress`` JSON."""
+        values: dict[str, Any] = {"n_trials_total": int(total), "n_trials_done": int(done)}
+        if best is not None:
+            values["best"] = _jsonable(best)
+        extra = {"eta_s": eta_s, "dashboard_url": dashboard_url, "packs_total": packs_total,
+                 "packs_done": packs_done}
+        if any(v is not None for v in extra.values()):
+            values["progress"] = _jsonable({**extra, "updated_at": _now().isoformat()})
+        with self._write() as conn:
+            if conn.execute(E.update().where(E.c.id == exp_id).values(**values)).rowcount != 1:
+                raise NotFound(f"experiment {exp_id!r} not found")
+
+    def _finish(self, conn: Connection, exp_id: str, status: str, error: str | None) -> None:
+        now = _now()
+        conn.execute(E.update().where(E.c.id == exp_id).values(
+            status=status, finished_at=now, error=error, heartbeat_at=None))
+        if status == "cancelled":
+            conn.execute(T.update().where(
+                T.c.experiment_id == exp_id, T.c.status.in_(("pending", "running")),
+            ).values(status="pruned", finished_at=now))
+        else:
+            conn.execute(T.update().where(
+                T.c.experiment_id == exp_id, T.c.status == "running",
+            ).values(status="failed", finished_at=now,
+                     error=sa.func.coalesce(T.c.error, f"experiment ended ({status}) while the "
+                                                       "trial was running")))
+
+    def finish_experiment(self, exp_id: str, status: str, error: str | None = None) -> None:
+        """End an experiment: ``succeeded``, ``failed`` or ``cancelled`` (see module docstring
+        for what happens to its unfinished trials)."""
+        if status not in FINAL_EXPERIMENT_STATUSES:
+            raise ValueError(f"finish status must be succeeded, failed or cancelled, not {status!r}")
+        with self._write() as conn:
+            self._require_experiment(conn, exp_id, lock=True)
+            self._finish(conn, exp_id, status, error)
+
+    def request_cancel(self, exp_id: str) -> ExperimentView:
+        """Queued: cancelled at once. Running: ``cancel_requested`` set (the runner stops).
+        Finished: unchanged."""
+        with self._write() as conn:
+            row = self._require_experiment(conn, exp_id, lock=True)
+            if row.status == "queued":
+                self._finish(conn, exp_id, "cancelled", None)
+                conn.execute(E.update().where(E.c.id == exp_id).values(cancel_requested=True))
+            elif row.status == "running":
+                conn.execute(E.update().where(E.c.id == exp_id).values(cancel_requested=True))
+            return self._exp_view(conn.execute(sa.select(E).where(E.c.id == exp_id)).one())
+
+    def cancel_requested(self, exp_id: str) -> bool:
+        with self._read() as conn:
+            v = conn.execute(sa.select(E.c.cancel_requested).where(E.c.id == exp_id)).scalar()
+        if v is None:
+            raise NotFound(f"experiment {exp_id!r} not found")
+        return bool(v)
+
+    def delete_experiment(self, exp_id: str) -> None:
+        """Delete an experiment with its trials, traces and epochs; refuses a running one."""
+        with self._write() as conn:
+            row = self._require_experiment(conn, exp_id, lock=True)
+            if row.status == "running":
+                raise ExperimentRunning(f"experiment {exp_id} is running; cancel it first")
+            trial_ids = sa.select(T.c.id).where(T.c.experiment_id == exp_id).scalar_subquery()
+            # explicit deletes: correct even where foreign keys are not enforced
+            conn.execute(TP.delete().where(TP.c.trial_id.in_(trial_ids)))
+            conn.execute(EM.delete().where(EM.c.trial_id.in_(trial_ids)))
+            conn.execute(T.delete().where(T.c.experiment_id == exp_id))
+            conn.execute(E.delete().where(E.c.id == exp_id))
+
+    def requeue(self, exp_id: str) -> None:
+        """running / failed / cancelled -> queued (to resume; finished trials are kept and
+        ``finished_trials`` tells the search layer what to skip). Queued: no-op."""
+        with self._write() as conn:
+            row = self._require_experiment(conn, exp_id, lock=True)
+            if row.status == "queued":
+                return
+            if row.status == "succeeded":
+                raise ValueError(f"experiment {exp_id} already succeeded; nothing to resume")
+            conn.execute(E.update().where(E.c.id == exp_id).values(
+                status="queued", cancel_requested=False, runner_id=None, heartbeat_at=None,
+                finished_at=None, error=None))
+            conn.execute(T.update().where(T.c.experiment_id == exp_id, T.c.status == "running")
+                         .values(status="pending"))
