@@ -224,7 +224,10 @@ def spread(values: list[float]) -> str:
 
 
 def cpu_main(args, task, members, K, epochs, batch, hidden) -> None:
-    run_pack(task, members[:2], 1, batch, hidden, args.engine)  # warm-up (and compilation: --engine fast)
+    with Clock() as warm:  # warm-up at the timed shapes (with --engine fast: compilation, cached on disk)
+        run_pack(task, members, 1, batch, hidden, args.engine)
+        run_pack(task, members[:1], 1, batch, hidden, args.engine)
+    print(f"warm-up (1 epoch at K={K} and K=1, compilation included): wall {warm.wall:.1f} s")
     run_baseline(task, members[:2], 1, batch, hidden)
     run_vmap_timed(task, members[:2], 1, batch, hidden)
     if args.profile:
