@@ -37,6 +37,7 @@ from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
 from trainer.result import EPOCH_COLUMNS, PackResult
 from trainer.tasks import Task
+from trainer.trace import TraceRecorder
 
 Tensor = torch.Tensor
 
@@ -325,8 +326,6 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     x_all = torch.cat([st.x_train, st.x_test]) if fused_eval else None
     stopped_rows: list[int | None] = [None] * K
     stopped_epochs: list[int | None] = [None] * K
-    from trainer.trace import TraceRecorder
-
     recorder = TraceRecorder(K)
     epoch_rows: list[dict[str, np.ndarray]] = []
     step, epoch = 0, 0
@@ -379,6 +378,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
 
 
 def warn_fallback(config: PackConfig) -> None:
+    """Say so when ``engine: fast`` was asked for and the pack trains with the eager engine."""
     reason = fast_unsupported(config)
     if reason is not None and config.engine == "fast":
         warnings.warn(f"engine 'fast' does not cover this pack ({reason}); training with the eager engine",
