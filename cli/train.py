@@ -195,7 +195,8 @@ def train(
         "task": task, "model": model, "reg": reg, "lr": lr, "lam": lam, "alpha": alpha, "seed": seed,
         "metric": "accuracy" if metric == "acc" else "mse",
         "final": {k: r.final[k] for k in r.final},
-        "diagnostics": r.diagnostics, "device": result.device, "wall_time": result.wall_time,
+        "diagnostics": r.diagnostics, "device": result.device, "engine": result.engine,
+        "wall_time": result.wall_time,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=float))
