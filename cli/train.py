@@ -18,7 +18,8 @@ OPTION_OF = {"lr": "--lr", "lam": "--lam", "alpha": "--alpha", "reg": "--reg", "
              "optimizer": "--optimizer", "device": "--device", "trace_every": "--trace-every",
              "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u",
              "tikhonov_lambda1": "--lambda1", "tikhonov_lambda2": "--lambda2", "loss": "--loss",
-             "reduction": "--reduction", "train_readout": "--train-readout"}
+             "reduction": "--reduction", "train_readout": "--train-readout", "engine": "--engine",
+             "precision": "--precision"}
 
 
 def _fail(message: str) -> None:
@@ -113,6 +114,9 @@ def train(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
+    engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
+                               "auto (fast on CUDA)"),
+    precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),
     weights_out: Optional[Path] = typer.Option(None, "--weights-out", help="write paper-named weights (.npz)"),
@@ -131,7 +135,8 @@ def train(
                             loss=loss, reduction=reduction, init_scale=init_scale, train_readout=train_readout,
                             batch_size=None if full_batch else batch_size,
                             epochs=None if (epochs is None and max_steps) else epochs, max_steps=max_steps,
-                            dtype=dtype, device=device, trace_every=trace_every, members=[member])
+                            dtype=dtype, device=device, trace_every=trace_every, engine=engine,
+                            precision=precision, members=[member])
     except ValidationError as exc:
         _fail(_describe(exc.errors()[0]))
 
@@ -190,7 +195,8 @@ def train(
         "task": task, "model": model, "reg": reg, "lr": lr, "lam": lam, "alpha": alpha, "seed": seed,
         "metric": "accuracy" if metric == "acc" else "mse",
         "final": {k: r.final[k] for k in r.final},
-        "diagnostics": r.diagnostics, "device": result.device, "wall_time": result.wall_time,
+        "diagnostics": r.diagnostics, "device": result.device, "engine": result.engine,
+        "wall_time": result.wall_time,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=float))

@@ -167,6 +167,9 @@ class TrainingSpec(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
     trace_every: int = Field(1, ge=1)
+    engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
+                                                     "(one compiled/captured step), auto (fast on CUDA)")
+    precision: Literal["float32", "tf32", "bf16"] = Field("float32", description="float32 exact; tf32/bf16 opt-in")
     lr: float = Field(1e-3, gt=0)
     lam: float = Field(0.0, ge=0)
     alpha: float = Field(0.01, gt=0)
@@ -349,6 +352,7 @@ class ExperimentSpec(_Strict):
             "optimizer": t.optimizer, "batch_size": t.batch_size, "epochs": t.epochs,
             "loss": t.loss, "reduction": t.reduction, "train_readout": t.train_readout,
             "max_steps": t.max_steps, "dtype": t.dtype, "device": t.device, "trace_every": t.trace_every,
+            "engine": t.engine, "precision": t.precision,
         }
         values.update({k: v for k, v in variant.params.items() if k in PACK_PARAMS})
         values.update({k: v for k, v in params.items() if k in PACK_PARAMS})

@@ -17,6 +17,8 @@ OptimizerKind = Literal["sgd", "projected_gd", "adam", "prox_sgd"]
 DType = Literal["float32", "float64"]
 LossKind = Literal["auto", "cross_entropy", "squared_error"]
 Reduction = Literal["mean", "sum"]
+Engine = Literal["eager", "fast", "auto"]
+Precision = Literal["float32", "tf32", "bf16"]
 
 
 class MemberConfig(BaseModel):
@@ -68,6 +70,10 @@ class PackConfig(BaseModel):
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")
     train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
                                                    "(the rnn-gd-convergence paper keeps it fixed)")
+    engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
+                           "(trainer.step); auto: fast on CUDA, eager on CPU")
+    precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
+                                 "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -79,6 +85,10 @@ class PackConfig(BaseModel):
                 raise ValueError(f"members[{i}].reg: prox_sgd has no proximal map for tikhonov")
             if m.reg == "tikhonov" and self.family != "lstm":
                 raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
+        if self.precision != "float32" and self.dtype != "float32":
+            raise ValueError(f"precision: {self.precision} applies to float32 training only")
+        if self.precision != "float32" and self.engine == "eager":
+            raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
         if self.family == "diag_rnn" and self.hidden % 2:
             raise ValueError("hidden: diag_rnn needs an even width for the symmetric initialisation")
         return self

@@ -109,8 +109,11 @@ class Penalty:
             self.t_spectral = torch.as_tensor([m.tikhonov_norm == "spectral" for m in members], device=device)
         self.K = K
 
-    def value_and_grad(self, flat: Tensor, need_grad: bool = True):
-        """Returns (penalty (K,), [(column slice, gradient (K, cols)), ...]); add each part in place."""
+    def value_and_grad(self, flat: Tensor, need_grad: bool = True, include_tikhonov: bool = True):
+        """Returns (penalty (K,), [(column slice, gradient (K, cols)), ...]); add each part in place.
+
+        ``include_tikhonov=False`` leaves the Tikhonov term out (the fast step differentiates it
+        together with the data loss)."""
         pen = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
         grad = None
         full = flat
@@ -131,7 +134,7 @@ class Penalty:
                 grad = g if grad is None else grad + g
         grads = [] if grad is None else [(self.cols, grad)]
         flat = full
-        if self.has_tik:
+        if self.has_tik and include_tikhonov:
             if need_grad:
                 with torch.enable_grad():
                     leaf = flat.detach().requires_grad_(True)

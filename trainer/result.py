@@ -85,3 +85,4 @@ class PackResult:
     device: str
     family: str
     pack_size: int
+    engine: str = "eager"  # "eager" or "fast/<backend>" (trainer.step)

@@ -211,7 +211,15 @@ class _Pack:
 
 
 def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = None) -> PackResult:
-    """Train the K members of ``config`` on ``task`` at once; see the module docstring."""
+    """Train the K members of ``config`` on ``task`` at once; see the module docstring.
+
+    ``config.engine`` picks this loop (``eager``, the reference) or ``trainer.step`` (``fast``)."""
+    if config.engine != "eager":
+        from trainer.step import resolve_engine, train_pack_fast, warn_fallback
+
+        if resolve_engine(config, resolve_device(config.device)) == "fast":
+            return train_pack_fast(task, config, on_epoch=on_epoch)
+        warn_fallback(config)
     st = _Pack(task, config)
     K, flat, dev = st.K, st.flat, st.device
     N = st.x_train.shape[0]

@@ -246,22 +246,54 @@ def catalogue(data_dir=None) -> list[CatalogueEntry]:
 
 # ---------------------------------------------------------------------------- splitting
 def split_indices(y: np.ndarray, kind: str, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Seeded train/test indices with ``round(test_fraction * N)`` test rows; stratified when it can be."""
-    from sklearn.model_selection import train_test_split
+    """Seeded train/test indices with ``round(test_fraction * N)`` test rows; stratified when it can be.
 
+    The same indices as ``sklearn.model_selection.train_test_split(arange(N), test_size=n_test,
+    stratify=y, random_state=seed)`` (tested against it), in numpy: importing scikit-learn would
+    cost more than a small training run."""
     n = len(y)
     n_test = int(round(test_fraction * n))
     if not 0 < n_test < n:
         raise DatasetError(f"test_fraction {test_fraction} leaves no train or test rows out of {n}")
-    idx = np.arange(n)
     if kind == "classification":
-        try:
-            tr, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=seed)
+        classes, y_idx, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+        if counts.min() >= 2 and min(n - n_test, n_test) >= len(classes):
+            tr, te = _stratified_shuffle_split(y_idx.reshape(-1), counts, n - n_test, n_test, seed)
             return tr, te, True
-        except ValueError:
-            pass  # a class with a single member, or fewer test rows than classes
-    tr, te = train_test_split(idx, test_size=n_test, random_state=seed)
-    return tr, te, False
+    perm = np.random.RandomState(seed).permutation(n)
+    return perm[n_test:], perm[:n_test], False
+
+
+def _approximate_mode(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws closest to proportional, ties broken at random (sklearn.utils.extmath)."""
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def _stratified_shuffle_split(y_idx, counts, n_train, n_test, seed):
+    """One split of sklearn's StratifiedShuffleSplit, same random stream."""
+    class_indices = np.split(np.argsort(y_idx, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(counts)):
+        perm = class_indices[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(perm[:n_i[i]])
+        test.extend(perm[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
 
 
 def kfold_indices(y: np.ndarray, kind: str, n_folds: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
