@@ -1,7 +1,10 @@
 """Run an experiment end to end: plan trials, pack them, execute on Ray Tune, tell Optuna.
 
 Resumable: trials already finished in the sink are never re-run; trials registered but not
-finished (a crash mid-round) are re-run with the parameters recorded for them.
+finished (a crash mid-round, a failure) are re-run with the parameters recorded for them.
+
+Before anything runs, the packs' resource request is checked against the cluster: one that no
+node can ever satisfy raises :class:`~search.faults.ResourceUnsatisfiable` naming the field.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Any, Callable
 import numpy as np
 
 from search.execution import PackOutcome, run_packs
+from search.faults import ResourceUnsatisfiable, RetryPolicy
 from search.packing import make_packs
 from search.planning import Configuration, VariantStudy, trial_plans
-from search.ray_runtime import ensure_ray, tune_storage_dir
+from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
 
@@ -46,6 +50,8 @@ class SearchSummary:
     dashboard_url: str | None
     wall_time: float
     pareto: list[dict] = field(default_factory=list)
+    #: readable failure reason -> number of trials that failed with it
+    failures: dict[str, int] = field(default_factory=dict)
 
 
 def task_kind(spec: ExperimentSpec) -> str:
@@ -87,8 +93,15 @@ def _params_key(params: dict[str, Any]) -> tuple:
 class _Run:
     """State of one run of an experiment (one call of run_experiment)."""
 
-    def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel):
+    def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel,
+                 run_id: str | None = None, retry: RetryPolicy | None = None):
         self.spec, self.sink = spec, sink
+        self.label = run_label(run_id or getattr(sink, "experiment_id", None))
+        self.retry = retry or RetryPolicy()
+        self.retry = RetryPolicy(self.retry.budget_s, self.retry.base_s, self.retry.max_delay_s,
+                                 max_unknown=spec.execution.max_failures)
+        self.failures: dict[str, int] = defaultdict(int)
+        self.rounds = 0
         self.progress_cb, self.should_cancel = progress, should_cancel
         self.started = time.monotonic()
         self.dashboard_url: str | None = None
@@ -173,7 +186,8 @@ class _Run:
         return max(1, int(cpus // self.spec.execution.cpus_per_pack))
 
     def run(self) -> SearchSummary:
-        self.dashboard_url = ensure_ray(self.spec.execution.ray_address)
+        self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
+        check_resources(self.spec)
         pending, known_numbers, next_number = self.resume()
         self.emit()
         n_failed = 0
@@ -216,7 +230,8 @@ class _Run:
             if self.cancelled:
                 break
         return SearchSummary(self.total, self.done, n_failed, self.cancelled, self.best,
-                             self.dashboard_url, time.monotonic() - self.started, self.pareto())
+                             self.dashboard_url, time.monotonic() - self.started, self.pareto(),
+                             dict(self.failures))
 
     def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None) -> int:
         if not plans:
@@ -247,11 +262,12 @@ class _Run:
             self.emit()
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
+        self.rounds += 1
         outcomes = run_packs(
             jobs, self.sink, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
             max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
-            name=f"{self.spec.name}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-            on_pack_done=on_pack_done, time_budget_s=remaining)
+            name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
+            on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
@@ -260,8 +276,12 @@ class _Run:
             if outcome.ok or self.cancelled:
                 continue
             for trial_id, number in zip(job.trial_ids, job.trial_numbers):
-                if states.get(number, {}).get("status") not in FINISHED:
-                    self.sink.trial_failed(trial_id, outcome.error or "pack failed")
+                status = states.get(number, {}).get("status")
+                if status not in FINISHED:
+                    why = outcome.error or "pack failed"
+                    if status != "failed":
+                        self.sink.trial_failed(trial_id, why)
+                    self.failures[why] += 1
                     failed += 1
         return failed
 
@@ -275,8 +295,34 @@ class _Run:
         return front
 
 
+def cluster_capacity() -> list[dict[str, float]]:
+    """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
+    import ray
+
+    return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
+            for n in ray.nodes() if n.get("Alive", True)]
+
+
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None) -> None:
+    """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
+    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node."""
+    nodes = cluster_capacity() if nodes is None else nodes
+    ex = spec.execution
+    if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
+        return
+    max_cpu = max((n["CPU"] for n in nodes), default=0)
+    max_gpu = max((n["GPU"] for n in nodes), default=0)
+    if ex.gpus_per_pack > max_gpu:
+        raise ResourceUnsatisfiable(f"execution.gpus_per_pack={ex.gpus_per_pack:g}: no node of the Ray "
+                                    f"cluster has that many GPUs (most on one node: {max_gpu:g})")
+    raise ResourceUnsatisfiable(f"execution.cpus_per_pack={ex.cpus_per_pack:g}: no node of the Ray "
+                                f"cluster has that many CPUs (most on one node: {max_cpu:g})")
+
+
 def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,
                    progress: Callable[[SearchProgress], None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> SearchSummary:
-    """Run (or resume) ``spec``, storing every trial through ``sink``."""
-    return _Run(spec, sink, progress, should_cancel).run()
+                   should_cancel: Callable[[], bool] | None = None,
+                   run_id: str | None = None, retry: RetryPolicy | None = None) -> SearchSummary:
+    """Run (or resume) ``spec``, storing every trial through ``sink``. ``run_id`` (the experiment
+    id) names Tune's run directories; ``retry`` sets the backoff and budget for pack failures."""
+    return _Run(spec, sink, progress, should_cancel, run_id, retry).run()

@@ -1,5 +1,5 @@
 """SQLAlchemy 2.x typed models. Every table is prefixed ``rnnhpo_`` (the database may be shared
-with Optuna or others). The migration ``0001_initial`` is the source of truth for the schema;
+with Optuna or others). The migrations are the source of truth for the schema;
 these models describe the same tables (a test checks they agree).
 """
 
@@ -15,10 +15,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
 from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
 
-#: Every experiment status, declared once.
-EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+#: Every experiment status, declared once. ``partial``: finished, some trials failed.
+EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "partial", "failed", "cancelled")
 #: Statuses an experiment does not leave by itself.
-FINAL_EXPERIMENT_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_EXPERIMENT_STATUSES = ("succeeded", "partial", "failed", "cancelled")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -85,7 +85,7 @@ class Experiment(Base):
 
     __table_args__ = (
         sa.CheckConstraint(
-            "status IN ('queued','running','succeeded','failed','cancelled')", name="status"),
+            "status IN ('queued','running','succeeded','partial','failed','cancelled')", name="status"),
         sa.Index("ix_rnnhpo_experiments_status_created", "status", "created_at"),
         sa.Index("ix_rnnhpo_experiments_created_at", "created_at"),
     )
