@@ -17,9 +17,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.execution import PackOutcome, run_packs
+from search.cluster import cluster_shape
+from search.execution import PackOutcome, load_job_task, run_packs
 from search.faults import ResourceUnsatisfiable, RetryPolicy
-from search.packing import make_packs
+from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
 from search.planning import Configuration, VariantStudy, trial_plans
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
@@ -105,6 +106,8 @@ class _Run:
         self.progress_cb, self.should_cancel = progress, should_cancel
         self.started = time.monotonic()
         self.dashboard_url: str | None = None
+        self._cluster: ClusterShape | None = None
+        self._member_bytes = 0.0
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
         self.studies = [VariantStudy(spec, i, self.directions) for i in range(len(spec.variants))]
@@ -178,16 +181,23 @@ class _Run:
         return max(2 * slots, math.ceil(per_variant / 4))
 
     def parallel_slots(self) -> int:
-        """Packs the cluster can run at once. Its total CPUs, not the ones free right now: actors
-        of the previous round may still be releasing theirs."""
-        import ray
+        """Packs the cluster can run at once (see :meth:`pack_plan`)."""
+        return self.pack_plan().slots
 
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, int(cpus // self.spec.execution.cpus_per_pack))
+    def pack_plan(self) -> PackPlan:
+        """Pack sizes and resources for the cluster: its total CPUs and GPUs, not the ones free
+        right now (actors of the previous round may still be releasing theirs)."""
+        ex = self.spec.execution
+        if self._cluster is None:
+            self._cluster = cluster_shape()
+            self._member_bytes = spec_member_bytes(self.spec)
+        explicit = ex.pack_size if "pack_size" in ex.model_fields_set else None
+        return plan_packs(self._cluster, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+                          pack_size=explicit, member_bytes=self._member_bytes)
 
     def run(self) -> SearchSummary:
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
-        check_resources(self.spec)
+        check_resources(self.spec, gpus_per_pack=self.pack_plan().gpus_per_pack)
         pending, known_numbers, next_number = self.resume()
         self.emit()
         n_failed = 0
@@ -237,10 +247,10 @@ class _Run:
         if not plans:
             return 0
         ex = self.spec.execution
-        slots = self.parallel_slots()
+        plan = self.pack_plan()
         objective = self.spec.search.objectives[0].metric
         dataset = {**self.spec.dataset.model_dump(mode="json")}
-        jobs = make_packs(plans, ids, pack_size=ex.pack_size, slots=slots, dataset=dataset,
+        jobs = make_packs(plans, ids, pack_size=plan.pack_size, slots=plan.slots, dataset=dataset,
                           objective=objective, maximize=self.directions[0] == "maximize",
                           asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
         if ex.inject_failure:
@@ -264,7 +274,7 @@ class _Run:
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
         self.rounds += 1
         outcomes = run_packs(
-            jobs, self.sink, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+            jobs, self.sink, cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
             max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
             name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
             on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
@@ -295,6 +305,35 @@ class _Run:
         return front
 
 
+def spec_member_bytes(spec: ExperimentSpec) -> float:
+    """Estimated device memory of one member of ``spec``: its hidden size and batch on its
+    dataset's shape (the Iris shape when the data cannot be read here)."""
+    dataset = spec.dataset.model_dump(mode="json")
+    try:
+        task = load_job_task(_TaskRef(dataset))
+        seq_len, n_inputs, n_train = task.x_train.shape[1], task.x_train.shape[2], task.x_train.shape[0]
+        n_outputs = task.n_outputs
+    except Exception:  # noqa: BLE001 - the estimate is a plan, never a reason to fail
+        seq_len, n_inputs, n_outputs, n_train = 4, 1, 3, 128
+    t = spec.training
+    hidden = t.hidden
+    for variant in spec.variants:
+        searched = spec.space_for(variant).get("hidden")
+        hidden = max([hidden, int(variant.params.get("hidden", 0)), *getattr(searched, "values", ()),
+                      int(getattr(searched, "high", 0) or 0)])
+    batch = min(t.batch_size or n_train, n_train)
+    return member_bytes(hidden=hidden, seq_len=seq_len, n_inputs=n_inputs, n_outputs=n_outputs,
+                        batch=batch, itemsize=8 if t.dtype == "float64" else 4)
+
+
+@dataclass
+class _TaskRef:
+    """As much of a PackJob as ``load_job_task`` reads."""
+
+    dataset: dict
+    fold: int | None = None
+
+
 def cluster_capacity() -> list[dict[str, float]]:
     """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
     import ray
@@ -303,11 +342,15 @@ def cluster_capacity() -> list[dict[str, float]]:
             for n in ray.nodes() if n.get("Alive", True)]
 
 
-def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None) -> None:
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None, *,
+                    gpus_per_pack: float | None = None) -> None:
     """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
-    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node."""
+    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node
+    (``gpus_per_pack``: the planned value, for a spec that says ``auto``)."""
     nodes = cluster_capacity() if nodes is None else nodes
     ex = spec.execution
+    if gpus_per_pack is not None or ex.gpus_per_pack == "auto":
+        ex = ex.model_copy(update={"gpus_per_pack": gpus_per_pack or 0.0})
     if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
         return
     max_cpu = max((n["CPU"] for n in nodes), default=0)

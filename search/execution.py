@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from ray import tune
 
+from search.cluster import placement
 from search.faults import RetryPolicy, call_with_retry, classify, reason, sleep_unless
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
@@ -143,7 +144,8 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
         return call_with_retry(lambda: fn(*args), policy, on_retry=lambda exc, wait: log.warning(
             "pack %s: storing failed (%s); retrying in %.1f s", job.pack_id, reason(exc), wait))
 
-    store(sink.pack_started, job.trial_ids, job.pack_id, attempt, device)
+    counted = store(sink.pack_started, job.trial_ids, job.pack_id, attempt, device, placement(device))
+    attempt = attempt if counted is None else int(counted)
     try:
         task = load_job_task(job)
         settings = {**job.pack_settings, "device": device}

@@ -76,8 +76,9 @@ class SqlResultSink:
         return {v.number: {"status": v.status, "variant": v.variant, "params": v.params, "seed": v.seed,
                            "fold": v.fold, "final": v.final or {}} for v in views}
 
-    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
-        self.store.pack_started(trial_ids, pack_id, attempt, device)
+    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str,
+                     placement: dict[str, Any] | None = None) -> int:
+        return self.store.pack_started(trial_ids, pack_id, attempt, device, placement)
 
     def record_trial(self, trial_id: int, record: TrialRecord) -> None:
         self.store.record_trial(trial_id, record)

@@ -127,6 +127,10 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # where it ran (migration 0004)
+    node_id: Mapped[str | None] = mapped_column(sa.String(64))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    device_name: Mapped[str | None] = mapped_column(sa.String(200))
 
     __table_args__ = (
         sa.UniqueConstraint("experiment_id", "number", name="uq_rnnhpo_trials_experiment_number"),

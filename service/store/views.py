@@ -91,6 +91,9 @@ class TrialView(BaseModel):
     steps: int | None = None
     wall_time: float | None = None
     device: str | None = None
+    node_id: str | None = None
+    host: str | None = None
+    device_name: str | None = None
     diagnostics: dict[str, Any] | None = None
     monotonicity_violations: int | None = None
     grad_norm_ratio: float | None = None
