@@ -82,6 +82,9 @@ class Experiment(Base):
     best: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None]
+    # the Ray job running it and its driver's outcome (migration 0004)
+    ray_job_id: Mapped[str | None] = mapped_column(sa.String(200))
+    outcome: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.CheckConstraint(

@@ -47,6 +47,7 @@ class ExperimentView(BaseModel):
     best: dict[str, Any] | None = None
     attempts: int = 0
     progress: dict[str, Any] | None = None
+    ray_job_id: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
