@@ -307,6 +307,17 @@ def _trial_error(trial) -> tuple[str, str]:
     return (lines[-1][:500] if lines else "the pack's worker failed"), "unknown"
 
 
+class _PackName:
+    """Tune trial (and trial directory) name: the run's name (the experiment id leads it) and the
+    pack's index, as the dashboard and Tune's logs show it."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+
+    def __call__(self, trial) -> str:
+        return f"{self.run_name}-pack{trial.config['pack']}"
+
+
 class _CancelStopper(tune.Stopper):
     """Stops every pack in flight once the run's ``should_cancel`` says so."""
 
@@ -329,7 +340,8 @@ def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: floa
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(jobs))))},
-        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s),
+        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s,
+                                    trial_name_creator=_PackName(name), trial_dirname_creator=_PackName(name)),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
