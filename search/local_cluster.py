@@ -9,6 +9,7 @@ inside a namespace whose one interface is ``lo``.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -156,9 +157,10 @@ class LocalCluster:
             args.append(f"--num-gpus={num_gpus}")
         node = RayNode(args, dict(self.env), self.temp_dir / "head.log", self.netns).start()
         self.nodes.append(node)
+        if not dashboard:
+            raise ValueError("LocalCluster asks the dashboard for the nodes: start the head with it")
+        self._wait_http(f"{self.dashboard_url}/api/version", timeout=180)
         self.wait_for_nodes(1)
-        if dashboard:
-            self._wait_http(f"{self.dashboard_url}/api/version")
         return node
 
     def add_worker(self, *, num_cpus: int = 1, resources: str | None = None) -> RayNode:
@@ -175,28 +177,40 @@ class LocalCluster:
     def _in_ns(self, cmd: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *cmd] if self.netns else cmd
 
-    def wait_for_nodes(self, n: int, timeout: float = 90.0) -> None:
-        """Wait until ``n`` nodes are alive in the cluster (asked in a subprocess: this process
-        may be outside the namespace)."""
-        probe = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"
-                 "print(sum(1 for n in ray.nodes() if n['Alive']))")
+    def wait_for_nodes(self, n: int, timeout: float = 180.0) -> None:
+        """Wait until ``n`` nodes are alive, asked of the dashboard's state API (in a subprocess:
+        this process may be outside the namespace)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(not node.alive() for node in self.nodes):
                 raise RuntimeError(f"a Ray node exited; see {self.temp_dir}/*.log")
-            out = subprocess.run(self._in_ns([sys.executable, "-c", probe, self.address]), env=self.env,
-                                 capture_output=True, text=True, timeout=60)
-            if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] and \
-                    int(out.stdout.strip().splitlines()[-1]) >= n:
+            if self.alive_nodes() >= n:
                 return
             time.sleep(1.0)
         raise TimeoutError(f"{n} Ray nodes not up within {timeout:.0f} s; see {self.temp_dir}/*.log")
+
+    def alive_nodes(self) -> int:
+        """Nodes the cluster reports alive (0 while the dashboard does not answer)."""
+        probe = ("import json, sys, urllib.request\n"
+                 "req = urllib.request.Request(sys.argv[1] + '/api/v0/nodes?limit=1000', headers=json.loads(sys.argv[2]))\n"
+                 "data = json.load(urllib.request.urlopen(req, timeout=10))\n"
+                 "print(sum(1 for n in data['data']['result']['result'] if n.get('state') == 'ALIVE'))")
+        try:
+            out = subprocess.run(self._in_ns([sys.executable, "-c", probe, self.dashboard_url,
+                                               json.dumps(self.auth_headers)]),
+                                 env=self.env, capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            return 0
+        lines = out.stdout.strip().splitlines()
+        return int(lines[-1]) if out.returncode == 0 and lines and lines[-1].isdigit() else 0
 
     def _wait_http(self, url: str, timeout: float = 60.0) -> None:
         probe = (f"import urllib.request; urllib.request.urlopen(urllib.request.Request({url!r}, "
                  f"headers={self.auth_headers!r}), timeout=5)")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if any(not node.alive() for node in self.nodes):
+                raise RuntimeError(f"a Ray node exited; see {self.temp_dir}/*.log")
             if subprocess.run(self._in_ns([sys.executable, "-c", probe]), env=self.env,
                               capture_output=True).returncode == 0:
                 return
