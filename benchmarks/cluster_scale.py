@@ -31,7 +31,7 @@ def grid(epochs: int, packs: int) -> dict:
     return {"name": "bench-cluster-scale", "dataset": {"name": "wine"},
             "variants": [{"name": "SL1-GRU", "family": "gru", "reg": "sl1"}],
             "training": {"epochs": epochs, "hidden": 32, "batch_size": 32},
-            "search": {"algorithm": "grid", "space": {"lr": {"values": lrs}}},
+            "search": {"algorithm": "grid", "space": {"lr": {"type": "grid", "values": lrs}}},
             "seeds": 1, "execution": {"pack_size": 4, "cpus_per_pack": 1, "gpus_per_pack": 0}}
 
 

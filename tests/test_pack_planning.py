@@ -98,3 +98,43 @@ def test_member_memory_estimate_is_the_measured_iris_figure_and_grows_with_the_s
     wider = member_bytes(hidden=64, seq_len=4, n_inputs=1, n_outputs=3, batch=32)
     longer = member_bytes(hidden=32, seq_len=28, n_inputs=28, n_outputs=10, batch=32)
     assert 2 * iris < wider < 5 * iris and longer > 5 * iris
+
+
+def test_the_driver_estimates_an_iris_member_as_measured_and_plans_from_the_spec():
+    from search.driver import _Run, spec_member_bytes
+    from search.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({"name": "t", "dataset": {"name": "iris"},
+                                          "variants": [{"name": "GRU", "family": "gru"}],
+                                          "training": {"batch_size": 32, "hidden": 32}})
+    assert spec.execution.gpus_per_pack == "auto" and "pack_size" not in spec.execution.model_fields_set
+    assert spec_member_bytes(spec) == pytest.approx(IRIS_MEMBER_BYTES)
+    run = _Run.__new__(_Run)
+    run.spec, run._cluster, run._member_bytes = spec, ClusterShape(16, 1, H100), IRIS_MEMBER_BYTES
+    assert run.pack_plan() == plan_packs(ClusterShape(16, 1, H100), cpus_per_pack=1, gpus_per_pack="auto",
+                                         pack_size=None)
+    assert run.pack_plan().pack_size == MAX_PACK_SIZE and run.parallel_slots() == 1
+
+
+def test_resource_check_uses_the_planned_gpus_for_auto():
+    from search.driver import check_resources
+    from search.faults import ResourceUnsatisfiable
+    from search.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({"name": "t", "dataset": {"name": "iris"},
+                                          "variants": [{"name": "GRU", "family": "gru"}]})
+    check_resources(spec, [{"CPU": 2, "GPU": 0}], gpus_per_pack=0.0)
+    with pytest.raises(ResourceUnsatisfiable, match="gpus_per_pack=1"):
+        check_resources(spec, [{"CPU": 2, "GPU": 0}], gpus_per_pack=1.0)
+
+
+def test_headless_ray_warns_once(monkeypatch, caplog):
+    import ray._private.utils as ray_utils
+
+    from search.ray_runtime import dashboard_available
+
+    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: ImportError("No module named 'aiohttp'"))
+    with caplog.at_level("WARNING", logger="rnnhpo.ray"):
+        assert dashboard_available() is False
+    assert [r.getMessage() for r in caplog.records if "headless" in r.getMessage()] == [
+        "Ray runs headless: the dashboard needs ray[default] (No module named 'aiohttp')"]

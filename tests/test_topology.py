@@ -34,7 +34,7 @@ TOKEN = "topology-api-token"
 SPEC = {"name": "topology", "dataset": {"name": "iris"},
         "variants": [{"name": "GRU", "family": "gru"}, {"name": "RNN", "family": "rnn"}],
         "training": {"epochs": 40, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
-            "lr": {"values": [0.05, 0.1]}}},
+            "lr": {"type": "grid", "values": [0.05, 0.1]}}},
         "seeds": 2, "execution": {"pack_size": 2, "max_failures": 3}}
 LONG = {**SPEC, "name": "to-cancel", "training": {"epochs": 5000, "batch_size": 4}}
 
