@@ -25,6 +25,7 @@ from search.planning import Configuration, VariantStudy, trial_plans
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
+from search.writer import HandOffSink, start_writer
 
 FINISHED = ("completed", "diverged", "pruned")
 
@@ -108,6 +109,8 @@ class _Run:
         self.dashboard_url: str | None = None
         self._cluster: ClusterShape | None = None
         self._member_bytes = 0.0
+        #: hand results to a writer actor (default: when packs hold GPUs)
+        self.hand_off: bool | None = None
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
         self.studies = [VariantStudy(spec, i, self.directions) for i in range(len(spec.variants))]
@@ -273,11 +276,17 @@ class _Run:
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
         self.rounds += 1
-        outcomes = run_packs(
-            jobs, self.sink, cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
-            max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
-            name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-            on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+        writer = start_writer(self.sink) if (plan.on_gpu if self.hand_off is None else self.hand_off) else None
+        try:
+            outcomes = run_packs(
+                jobs, HandOffSink(self.sink, writer) if writer else self.sink,
+                cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
+                max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
+                name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
+                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+        finally:
+            if writer is not None:
+                self.store_failures(writer)
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
@@ -294,6 +303,15 @@ class _Run:
                     self.failures[why] += 1
                     failed += 1
         return failed
+
+    def store_failures(self, writer) -> None:
+        """Wait for the writer to store every handed-off result; trials it could not store fail
+        (with the reason), so a resume runs them again."""
+        import ray
+
+        for trial_id, why in ray.get(writer.drain.remote()).items():
+            self.sink.trial_failed(trial_id, why)
+        ray.kill(writer)
 
     def pareto(self) -> list[dict]:
         if len(self.spec.search.objectives) < 2:

@@ -171,6 +171,8 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
         if value is not None and np.isfinite(value) and not member.diverged:
             if best_value is None or (value > best_value if job.maximize else value < best_value):
                 best_value, best_trial = float(value), trial_id
+    if hasattr(sink, "flush"):  # a hand-off sink: the writer stores them after this pack is released
+        store(sink.flush)
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
             "wall_time": float(result.wall_time), "setup_s": trained - started,
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}

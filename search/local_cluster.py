@@ -138,11 +138,14 @@ class LocalCluster:
         return f"http://{self.host}:{self.dashboard_port}"
 
     def _ports(self) -> list[str]:
+        """Explicit per-node ports outside a namespace (other Rays share the host's ports);
+        inside one the namespace is ours alone and Ray's defaults are safe."""
+        if self.netns:
+            return []
         out = []
         for flag in NODE_PORT_FLAGS:
             out += [flag, str(free_port())]
-        low = free_port() // 100 * 100
-        return out + ["--min-worker-port", str(low), "--max-worker-port", str(low + 99)]
+        return out
 
     def start_head(self, *, num_cpus: int = 1, num_gpus: int | None = None, dashboard: bool = True,
                    extra: list[str] | None = None) -> RayNode:
@@ -217,9 +220,14 @@ class LocalCluster:
             time.sleep(0.5)
         raise TimeoutError(f"{url} not answering within {timeout:.0f} s")
 
-    def close(self) -> None:
-        """Stop the workers, then the head (each by its process group id)."""
+    def close(self, keep_logs: Path | None = None) -> None:
+        """Stop the workers, then the head (each by its process group id); the nodes' and
+        services' ``*.log`` files are copied to ``keep_logs`` first when given."""
         for node in reversed(self.nodes):
             node.stop()
         self.nodes.clear()
+        if keep_logs is not None:
+            keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in self.temp_dir.glob("*.log"):
+                shutil.copy(log, keep_logs / log.name)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
