@@ -148,50 +148,46 @@ def _compare_rows(store, exp_ids: list[str], by_config: bool = False) -> list[di
     return [s.model_dump(mode="json") for s in reports_compare(store, exp_ids, by_config=by_config)]
 
 
-def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or JSON)")],
+def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spec (YAML or JSON); not with --resume")] = None,
         quick: Annotated[bool, typer.Option("--quick", help="demo size: 3 seeds, <= 60 epochs")] = False,
         db: DbOpt = None,
-        resume: Annotated[Optional[str], typer.Option("--resume", help="resume this experiment id")] = None,
+        resume: Annotated[Optional[str], typer.Option("--resume", help="resume this experiment id: re-run its "
+                                                                       "failed and missing trials (no spec needed)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
         plots_dir: Annotated[Optional[Path], typer.Option(help="where to save the PNG plots (default var/plots/ID)")] = None,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="do not save plots")] = False) -> None:
-    """Run an experiment end to end on local Ray (or RAY_ADDRESS) and print the comparison."""
+    """Run an experiment end to end on local Ray (or RAY_ADDRESS) and print the comparison.
+
+    Ctrl-C (or SIGTERM) stops the packs and leaves the experiment cancelled; `rnnhpo run --resume ID`
+    continues it."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.driver import run_experiment
-    from service.runner import Runner, default_runner_id
+    from service.runner import run_local
     from service.settings import Settings
+    from service.store import ExperimentRunning, NotFound
 
     settings = Settings()
     if db:
         settings = settings.model_copy(update={"database_url": db})
-    store = _store(settings.database_url)
-    runner_id = default_runner_id()
-    if resume:
-        view = store.get_experiment(resume)
-        if view is None:
-            _fail(f"--resume: no experiment {resume}")
-        if view.status in ("succeeded", "cancelled"):
-            _fail(f"--resume: experiment {resume} already {view.status}")
-        store.requeue(resume)
-        exp_id = resume
-        spec_model = _load_spec_file(spec_file) if spec_file else None
-    else:
+    if resume and spec_file:
+        _fail("give a spec file or --resume ID, not both (a resumed experiment keeps its stored spec)")
+    spec_model = None
+    if not resume:
+        if spec_file is None:
+            _fail("a spec file is required (or --resume ID)")
         spec_model = _load_spec_file(spec_file)
         if quick:
             spec_model = quick_version(spec_model)
-        exp_id = store.create_experiment(spec_model.name, spec_model.model_dump(mode="json"),
-                                         n_trials_total=spec_model.count_trials())
-    view = store.claim_experiment(runner_id, exp_id=exp_id)
-    if view is None:
-        _fail(f"experiment {exp_id} is being run by another runner")
-    err_console.print(f"experiment [bold]{exp_id}[/bold]  database {settings.database_url}")
+
+    def hint(exp_id: str) -> None:
+        err_console.print(f"interrupted: experiment {exp_id} cancelled; resume it with "
+                          f"`rnnhpo run --resume {exp_id}`", highlight=False)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                   TextColumn("{task.fields[packs]}"), TextColumn("{task.fields[best]}"),
                   TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                   console=err_console, transient=False) as bar:
-        task_id = bar.add_task(spec_model.name if spec_model else exp_id, total=None, packs="", best="", eta="-")
+        task_id = bar.add_task(spec_model.name if spec_model else resume, total=None, packs="", best="", eta="-")
         shown = {"url": False}
 
         def show(p) -> None:
@@ -203,18 +199,26 @@ def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or
             bar.update(task_id, total=p.trials_total, completed=p.trials_done,
                        packs=f"packs {p.packs_done}/{p.packs_total}", best=best, eta=eta)
 
-        def run_fn(spec, sink, *, progress=None, should_cancel=None):
-            def both(p):
-                show(p)
-                if progress:
-                    progress(p)
-            return run_experiment(spec, sink, progress=both, should_cancel=should_cancel)
+        def started(exp_id: str) -> None:
+            err_console.print(f"experiment [bold]{exp_id}[/bold]  database {settings.database_url}")
 
-        runner = Runner(settings, store=store, runner_id=runner_id, run_fn=run_fn, init_ray=True)
-        status = runner.execute(view)
+        try:
+            outcome = run_local(settings, spec=spec_model, resume_id=resume, progress=show, on_start=started,
+                                on_interrupt_exit=hint)
+        except NotFound:
+            _fail(f"--resume: no experiment {resume}")
+        except ExperimentRunning as exc:
+            _fail(f"--resume: {exc}; cancel it first or wait")
+        except ValueError as exc:
+            _fail(f"--resume: {exc}")
+    exp_id, status = outcome.exp_id, outcome.status
+    if outcome.interrupted or status == "cancelled":
+        hint(exp_id)
+        raise typer.Exit(130 if outcome.interrupted else 1)
+    store = _store(settings.database_url)
     final = store.get_experiment(exp_id)
     rows = _compare_rows(store, [exp_id])
-    if status == "succeeded" and not no_plots:
+    if status in ("succeeded", "partial") and not no_plots:
         for path in save_plots(store, exp_id, plots_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var")) / "plots" / exp_id):
             err_console.print(f"plot: {path}")
     if as_json:
@@ -223,7 +227,9 @@ def run(spec_file: Annotated[Path, typer.Argument(help="experiment spec (YAML or
         render_compare(rows, dataset=final.spec["dataset"]["name"], title=f"{final.name} ({exp_id}) — {status}")
     if status != "succeeded":
         if final.error:
-            err_console.print(final.error.splitlines()[0])
+            err_console.print(final.error.splitlines()[0], highlight=False)
+        if status in ("partial", "failed"):
+            err_console.print(f"`rnnhpo run --resume {exp_id}` re-runs the failed trials", highlight=False)
         raise typer.Exit(1)
 
 

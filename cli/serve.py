@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -61,30 +62,60 @@ def serve(host: Annotated[Optional[str], typer.Option(help="bind address (RNNHPO
                                                                       "process (separate `rnnhpo runner`s do)")] = False,
           db: DbOpt = None,
           log_level: Annotated[str, typer.Option(help="uvicorn/rnnhpo log level")] = "info") -> None:
-    """Start the REST API (and, unless --no-runner, the queue runner in a background thread)."""
+    """Start the REST API (and, unless --no-runner, the queue runner in a background thread).
+
+    The port is bound before anything is claimed (a busy port exits at once, having claimed
+    nothing). SIGTERM/SIGINT: the experiment in flight goes back to the queue and the process
+    exits within a few seconds."""
+    import os
+    import socket
+    import threading
+
     import uvicorn
 
     from service.api.app import create_app
+    from service.logs import install_repeat_filter
 
     settings = _settings(db, host=host, port=port)
     settings = settings.model_copy(update={"runner_in_process": not no_runner})
     _logging(log_level)
+    install_repeat_filter()
     if not _is_loopback(settings.host) and settings.token is None:
         err.print(f"[yellow]warning:[/yellow] binding {settings.host} without RNNHPO_API_TOKEN: anyone who can "
                   "reach this port can submit, cancel and delete experiments")
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} "
+              "(nothing was claimed from the queue)", 1)
+    sock.listen(2048)
+    sock.set_inheritable(True)
     app = create_app(settings)
     err.print(f"rnnhpo API on http://{settings.host}:{settings.port}/docs  "
               f"(runner: {'in-process' if settings.runner_in_process else 'external'})")
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower())
+    config = uvicorn.Config(app, log_level=log_level.lower(), timeout_graceful_shutdown=1)
+    uvicorn.Server(config).run(sockets=[sock])
+    # Ray's atexit shutdown of a local cluster can take seconds; the claim is released by now
+    if any(t.name == "rnnhpo-runner" and t.is_alive() for t in threading.enumerate()) or "ray" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def runner(db: DbOpt = None,
            once: Annotated[bool, typer.Option("--once", help="exit after one experiment")] = False,
            log_level: Annotated[str, typer.Option(help="log level")] = "info") -> None:
-    """Claim queued experiments from the database and run them until SIGINT/SIGTERM."""
+    """Claim queued experiments from the database and run them until SIGINT/SIGTERM (which hand
+    the experiment in flight back to the queue and exit within a few seconds)."""
+    from service.logs import install_repeat_filter
     from service.runner import main
 
     _logging(log_level)
+    install_repeat_filter()
     settings = _settings(db)
     from service.store import Store
 
