@@ -80,6 +80,7 @@ def serve(host: Annotated[Optional[str], typer.Option(help="bind address (RNNHPO
     settings = settings.model_copy(update={"runner_in_process": not no_runner})
     _logging(log_level)
     install_repeat_filter()
+    _limit_malloc_arenas()
     if not _is_loopback(settings.host) and settings.token is None:
         err.print(f"[yellow]warning:[/yellow] binding {settings.host} without RNNHPO_API_TOKEN: anyone who can "
                   "reach this port can submit, cancel and delete experiments")
@@ -104,6 +105,20 @@ def serve(host: Annotated[Optional[str], typer.Option(help="bind address (RNNHPO
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _limit_malloc_arenas(n: int = 2) -> None:
+    """glibc gives each of the threadpool's threads its own malloc arena, which it rarely hands
+    back: the server's memory grows with the number of concurrent readers. Two arenas keep it
+    flat (what MALLOC_ARENA_MAX=2 does); a no-op off glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def runner(db: DbOpt = None,
