@@ -36,6 +36,7 @@ _dashboard_url: str | None = None
 _init_lock = threading.Lock()
 _init_thread: threading.Thread | None = None
 _init_result: dict = {}
+_init_done = threading.Event()
 
 #: Tune's SIGINT handler would swallow Ctrl-C and advise ``Tuner.restore``; ours decides.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -132,7 +133,7 @@ class _KeepSignalHandlers:
                 signal.signal(sig, handler)
 
 
-def _init(kwargs: dict) -> None:
+def _init(kwargs: dict, done: threading.Event) -> None:
     import ray
 
     try:
@@ -140,6 +141,12 @@ def _init(kwargs: dict) -> None:
             _init_result["context"] = ray.init(**kwargs)
     except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
         _init_result["error"] = exc
+        done.set()
+        return
+    done.set()
+    # Ray's driver stops answering once the thread that called ray.init has ended (observed with
+    # Ray 2.60): this thread lives as long as the process.
+    threading.Event().wait()
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
@@ -154,11 +161,11 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
     global _dashboard_url, _init_thread
     import ray
 
-    if ray.is_initialized() and (_init_thread is None or not _init_thread.is_alive()):
+    if ray.is_initialized() and (_init_thread is None or _init_done.is_set()):
         return _dashboard_url
     address = address or os.environ.get("RAY_ADDRESS") or None
     with _init_lock:
-        if _init_thread is None or (not _init_thread.is_alive() and not ray.is_initialized()):
+        if _init_thread is None or (_init_done.is_set() and not ray.is_initialized()):
             kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": False,
                             "logging_level": logging.WARNING, "configure_logging": True}
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -171,18 +178,18 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
                 kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
                               _temp_dir=str(ray_temp_dir()))
             _init_result.clear()
-            _init_thread = threading.Thread(target=_init, args=(kwargs,), name="rnnhpo-ray-init",
+            _init_done.clear()
+            _init_thread = threading.Thread(target=_init, args=(kwargs, _init_done), name="rnnhpo-ray-init",
                                             daemon=True)
             _init_thread.start()
-        thread = _init_thread
     deadline = time.monotonic() + connect_timeout_s
-    while thread.is_alive():
+    while not _init_done.is_set():
         if should_cancel is not None and should_cancel():
             raise RayConnectCancelled("cancelled while Ray was starting")
         if time.monotonic() > deadline:
             raise RayUnavailable(f"Ray {'at ' + address if address else '(local)'} not up within "
                                  f"{connect_timeout_s:.0f} s")
-        thread.join(0.1)
+        _init_done.wait(0.1)
     error = _init_result.get("error")
     if error is not None and not ray.is_initialized():
         raise RayUnavailable(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")

@@ -129,14 +129,14 @@ def serve(db_url: str, workdir: Path, *extra_args, env_extra: dict | None = None
     raise RuntimeError(f"serve not up:\n{p.output()}")
 
 
-def wait_until(fn, timeout: float, what: str, every: float = 0.2):
+def wait_until(fn, timeout: float, what: str, every: float = 0.2, proc: Proc | None = None):
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise TimeoutError(what)
+            raise TimeoutError(what + (f":\n{proc.output()}" if proc is not None else ""))
         time.sleep(every)
 
 
@@ -161,7 +161,7 @@ def test_signal_requeues_and_exits(command, sig, sqlite_url, tmp_path):
     else:
         proc = Proc(["runner", "--log-level", "warning"], _env(sqlite_url, tmp_path), tmp_path)
     try:
-        wait_until(lambda: packs_running(store, exp_id), 120, f"packs never ran:\n{proc.output()}")
+        wait_until(lambda: packs_running(store, exp_id), 180, "packs never ran", proc=proc)
         took = proc.signal_and_time_exit(sig)
         assert proc.proc.returncode is not None, f"{command} still alive after {took:.1f} s"
         assert took <= (5.0 if command == "serve" else 10.0), f"{command} took {took:.1f} s to exit"
@@ -185,7 +185,7 @@ def test_run_interrupted_is_cancelled_and_resumes(sqlite_url, tmp_path):
     try:
         exp_id = wait_until(lambda: next(iter(v.id for v in store.list_experiments()[0]), None), 60,
                             "no experiment created")
-        wait_until(lambda: packs_running(store, exp_id), 120, f"packs never ran:\n{proc.output()}")
+        wait_until(lambda: packs_running(store, exp_id), 180, "packs never ran", proc=proc)
         took = proc.signal_and_time_exit(signal.SIGINT)
         assert took <= 10.0 and proc.proc.returncode == 130, (took, proc.proc.returncode, proc.output())
         assert f"rnnhpo run --resume {exp_id}" in proc.output()
@@ -430,7 +430,7 @@ def test_database_outage_503_then_nothing_lost(pg_url, tmp_path):
     exp_id = store.create_experiment(spec["name"], spec, n_trials_total=4)
     proc, url = serve(via_proxy, tmp_path)
     try:
-        wait_until(lambda: packs_running(store, exp_id), 120, f"packs never ran:\n{proc.output()}")
+        wait_until(lambda: packs_running(store, exp_id), 180, "packs never ran", proc=proc)
         proxy.cut()
         t_cut = time.monotonic()
         seen = []
@@ -446,7 +446,7 @@ def test_database_outage_503_then_nothing_lost(pg_url, tmp_path):
         proxy.restore()
         wait_until(lambda: httpx.get(f"{url}/readyz", timeout=15).status_code == 200, 30, "not ready again")
         view = wait_until(lambda: (v := store.get_experiment(exp_id)).status not in ("queued", "running") and v,
-                          300, f"never finished:\n{proc.output()}", every=1)
+                          300, "never finished", every=1, proc=proc)
         assert view.status == "succeeded", view.error
         trials, total = store.list_trials(exp_id)
         assert total == 4 and {t.status for t in trials} == {"completed"}
