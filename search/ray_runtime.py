@@ -8,8 +8,9 @@
 * Joining a cluster (``address``): the address is probed with a TCP connect first, and
   ``ray.init`` runs in a helper thread, so an unreachable address fails within
   ``connect_timeout_s`` with :class:`RayUnavailable` and a cancel is honoured while connecting.
-* Ray's own SIGTERM handler (``sys.exit`` from ``ray.init``) and Tune's SIGINT handler (which
-  advises ``Tuner.restore``) are kept out: the process's own handlers stay in charge.
+* Ray's own SIGTERM handlers (``sys.exit`` from ``ray.init``, the C++ failure-signal handler of
+  the driver's core worker) and Tune's SIGINT handler (which advises ``Tuner.restore``) are kept
+  out: the process's own handlers stay in charge.
 * Files are named from ids, never from an experiment's name: Ray's session directory and Tune's
   storage live under the project's var directory.
 """
@@ -135,7 +136,11 @@ class _KeepSignalHandlers:
 
 def _init(kwargs: dict, done: threading.Event) -> None:
     import ray
+    from ray._private import ray_constants
 
+    # Ray's C++ failure-signal handler would take SIGTERM from the process's own handler (and end
+    # the process without releasing anything): the driver goes without it; workers keep theirs
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     try:
         with _KeepSignalHandlers():
             _init_result["context"] = ray.init(**kwargs)
