@@ -62,8 +62,11 @@ def task_kind(spec: ExperimentSpec) -> str:
         from trainer.datasets import catalogue
 
         for entry in catalogue():
-            if getattr(entry, "name", None) == spec.dataset.name:
+            if getattr(entry, "name", None) == spec.dataset.name and "|" not in entry.kind:
                 return str(entry.kind)
+        stated = spec.dataset.options.get("kind")
+        if stated in ("classification", "regression"):
+            return str(stated)
     except ImportError:
         pass
     options = dict(spec.dataset.options)

@@ -20,8 +20,7 @@ import httpx
 import numpy as np
 
 from service.api.schemas import ExperimentOut, ExperimentPage, SubmitResponse, TrialPage
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from service.db.models import FINAL_EXPERIMENT_STATUSES as FINAL_STATUSES
 
 
 class ApiError(RuntimeError):
@@ -284,20 +283,13 @@ def render_trials(page: TrialPage | list[dict], console=None) -> None:
 
 def render_compare(result: dict | list[dict], console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from service.api.compare import table_rows
     from service.reports.compare import VariantSummary
+    from service.reports.tables import rich_table
 
     console = console or Console()
     rows = [VariantSummary.model_validate(r) for r in (result["rows"] if isinstance(result, dict) else result)]
-    header, body = table_rows(rows)
-    t = Table(title="comparison (mean ± std over seeds)")
-    for h in header:
-        t.add_column(h)
-    for cells in body:
-        t.add_row(*cells)
-    console.print(t)
+    console.print(rich_table(rows, title="comparison (mean ± std over seeds)"))
 
 
 def trace_to_csv(trace: dict[str, np.ndarray]) -> str:

@@ -304,8 +304,10 @@ class Runner:
         if self._spec_loader is not None:
             return self._spec_loader(spec)
         from search.spec import ExperimentSpec
+        from service.submission import with_data_dir
 
-        return spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.model_validate(spec)
+        spec = spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.model_validate(spec)
+        return with_data_dir(spec, self.settings.data_dir)
 
     def _ensure_ray(self, spec, should_cancel: Callable[[], bool]) -> None:
         from search.ray_runtime import ensure_ray

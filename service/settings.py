@@ -1,19 +1,27 @@
-"""Service configuration: one pydantic-settings class, every field an ``RNNHPO_*`` env var.
+"""Configuration: one pydantic-settings object, read once at the edge and passed down.
 
-``RNNHPO_DATABASE_URL``, ``RNNHPO_RAY_ADDRESS``, ``RNNHPO_DATA_DIR``, ``RNNHPO_API_TOKEN``,
-``RNNHPO_HOST``, ``RNNHPO_PORT``, ... (see :class:`Settings`). The embedded default needs no
-configuration at all: a SQLite file and the data directory under ``./var`` and a local Ray.
+Every field is an ``RNNHPO_*`` environment variable (``RNNHPO_DATABASE_URL``, ``RNNHPO_DATA_DIR``,
+``RNNHPO_HOME``, ``RNNHPO_RAY_ADDRESS``, ``RNNHPO_API_TOKEN``, ...). Nothing else in the project
+reads the environment: the CLI and the API build a :class:`Settings` and hand its values down.
+
+The embedded default needs no configuration: everything lives under one per-user home,
+``$XDG_DATA_HOME/rnnhpo`` (``~/.local/share/rnnhpo``), whatever the current directory:
+the SQLite database ``rnnhpo.db``, dataset files in ``data/``, plots, Ray's and Tune's files.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Project-owned state directory of the embedded default (git-ignored).
-VAR_DIR = Path("var")
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/rnnhpo``, else ``~/.local/share/rnnhpo``."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "rnnhpo"
 
 
 class Settings(BaseSettings):
@@ -21,19 +29,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RNNHPO_", env_file=None, extra="ignore")
 
+    home: Path = Field(default_factory=default_home,
+                       description="Per-user state directory: default database, data, plots, Ray files")
     database_url: str = Field(
-        default=f"sqlite:///{VAR_DIR / 'rnnhpo.db'}",
-        description="SQLAlchemy URL: SQLite (embedded default) or postgresql+psycopg://...",
-    )
+        default="", description="SQLAlchemy URL: SQLite (default HOME/rnnhpo.db) or postgresql+psycopg://...")
+    data_dir: Path | None = Field(
+        default=None, description="Dataset files (default HOME/data); specs cannot name files outside it")
+    var_dir: Path | None = Field(
+        default=None, description="Plots, Ray temp and Tune storage (default HOME)")
     ray_address: str | None = Field(
         default=None,
-        description="Ray cluster to join (e.g. 'auto', '10.0.0.5:6379', 'ray://head:10001'); "
-                    "unset starts a local Ray in the runner process",
-    )
+        description="Ray cluster to join (e.g. 'auto', '10.0.0.5:6379'); unset starts a local Ray")
     ray_dashboard_url: str | None = Field(
-        default=None, description="Dashboard URL to show when the runner cannot report one")
-    data_dir: Path = Field(default=VAR_DIR / "data",
-                           description="Root for dataset files; specs cannot name files outside it")
+        default=None, description="Public base URL of the Ray dashboard (links to experiments' job pages)")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token required by mutating endpoints when set")
     host: str = Field(default="127.0.0.1", description="Bind address of `rnnhpo serve`")
@@ -41,6 +49,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1, description="Largest accepted request body")
     max_trials_per_experiment: int = Field(default=10_000, ge=1,
                                            description="Largest accepted search (spec.count_trials())")
+    allow_test_hooks: bool = Field(
+        default=False, description="Accept test hooks (execution.inject_failure) in specs: tests only")
     runner_in_process: bool = Field(
         default=False, description="Run the queue runner as a background thread of the API process")
     runner_poll_s: float = Field(default=1.0, gt=0, description="Idle runner: seconds between claims")
@@ -70,9 +80,33 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, v):
         return None if v in ("",) else v
 
+    @model_validator(mode="after")
+    def _derive_paths(self) -> "Settings":
+        """Fill the paths left unset from ``home``; relative paths become absolute (Ray Tune runs
+        trainables in their own trial directories)."""
+        self.home = self.home.expanduser().resolve()
+        self.data_dir = (self.data_dir or self.home / "data").expanduser().resolve()
+        self.var_dir = (self.var_dir or self.home).expanduser().resolve()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'rnnhpo.db'}"
+        return self
+
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token is not None else None
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.var_dir / "plots"
+
+    def database_label(self) -> str:
+        """The database URL with any password hidden, for messages."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.database_url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - a malformed URL is shown as given, minus nothing secret
+            return self.database_url.split("@")[-1]
 
     def ensure_dirs(self) -> None:
         """Create the data directory and, for SQLite, the database file's directory."""

@@ -57,6 +57,20 @@ def db_url(request):
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory):
+    """Every test run gets its own RNNHPO_HOME: nothing is read from or written to the user's
+    ~/.local/share/rnnhpo (default database, data, plots, Ray files)."""
+    home = tmp_path_factory.mktemp("rnnhpo-home")
+    old = os.environ.get("RNNHPO_HOME")
+    os.environ["RNNHPO_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("RNNHPO_HOME", None)
+    else:
+        os.environ["RNNHPO_HOME"] = old
+
+
 def _no_network(*args, **kwargs):
     raise OSError("network access is blocked in this test")
 

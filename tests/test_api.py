@@ -230,10 +230,29 @@ def test_paths_outside_data_dir_rejected(client, path):
     assert ("body", "dataset", "options", "path") in locs
 
 
-def test_path_inside_data_dir_accepted(client):
+def test_csv_in_the_data_dir_is_accepted_and_a_missing_one_named(client, settings):
     spec = json.loads(json.dumps(SPEC))
-    spec["dataset"] = {"name": "iris", "options": {"path": "sub/dir/file.csv"}}
-    assert _submit(client, spec).status_code == 202
+    spec["dataset"] = {"name": "csv", "options": {"path": "sub/dir/file.csv", "target": "y"}}
+    r = _submit(client, spec)
+    assert r.status_code == 422 and ("body", "dataset", "options", "path") in _loc(r)
+    assert "no file sub/dir/file.csv" in r.text
+    target = settings.data_dir / "sub" / "dir" / "file.csv"
+    target.parent.mkdir(parents=True)
+    target.write_text("a,b,y\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(40)))
+    r = _submit(client, spec)
+    assert r.status_code == 202, r.text
+    stored = client.get(f"/api/v1/experiments/{r.json()['id']}").json()["spec"]
+    assert stored["dataset"]["options"]["kind"] == "classification"
+
+
+def test_unknown_dataset_and_bad_values_are_422_naming_each_field(client):
+    spec = json.loads(json.dumps(SPEC))
+    spec["dataset"] = {"name": "irs"}
+    spec["search"] = {"algorithm": "grid", "space": {"lr": {"type": "grid", "values": [-0.1, 0.1]}}}
+    r = _submit(client, spec)
+    assert r.status_code == 422
+    assert {("body", "dataset", "name"), ("body", "search", "space", "lr")} <= set(_loc(r))
+    assert "did you mean 'iris'" in r.text and "/" not in r.json()["detail"][0]["msg"].split("Known")[0]
 
 
 def test_body_and_search_bounds(client):

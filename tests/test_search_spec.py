@@ -48,7 +48,6 @@ def test_grid_configurations_are_exactly_the_cartesian_product():
 
 
 @pytest.mark.parametrize("data, field", [
-    ({"variants": [{"name": "x", "family": "gru", "reg": "tikhonov"}]}, "variants[0]"),
     ({"variants": [{"name": "x", "family": "transformer"}]}, "variants.0.family"),
     ({"search": {"algorithm": "grid", "space": {"lr": {"type": "log", "low": 1e-4, "high": 1e-2}}}}, "search.space.lr"),
     ({"search": {"algorithm": "tpe"}}, "search.n_trials"),

@@ -20,14 +20,14 @@ DType = Literal["float32", "float64"]
 class MemberConfig(BaseModel):
     """One trial inside a pack."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     lr: float = Field(gt=0, description="learning rate eta (eq. 17)")
     reg: RegKind = "none"
     lam: float = Field(0.0, ge=0, description="regularization coefficient lambda (eq. 15)")
     alpha: float = Field(0.01, gt=0, description="smoothing width alpha of h_alpha (eq. 14)")
     scope: RegScope = Field("output", description="penalize W_out only (paper) or all weights")
-    seed: int = Field(0, ge=0, description="seeds the initialisation and the data order")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seeds the initialisation and the data order")
     tikhonov_beta: Union[Literal["paper", "bound"], float] = Field(
         "paper", description="beta of the Tikhonov regularizer: 17/161 (paper), 1 (bound) or a number")
     tikhonov_norm: Literal["spectral", "frobenius"] = "spectral"
@@ -46,17 +46,17 @@ class MemberConfig(BaseModel):
 class PackConfig(BaseModel):
     """Architecture and training settings shared by every member of a pack."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     family: Family = "gru"
-    hidden: int = Field(32, ge=1, le=4096)
+    hidden: int = Field(32, ge=1, le=1024)
     bias: bool = Field(True, description="gate biases (Algorithm 1); False gives eq. 7-10")
     init_scale: float = Field(0.5, gt=0, description="weights start U[-a, a] (paper: a = 0.5)")
     optimizer: OptimizerKind = "sgd"
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int | None = Field(32, ge=1, description="None trains full batch")
-    epochs: int | None = Field(100, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="stop after this many updates")
+    batch_size: int | None = Field(32, ge=1, le=1_000_000, description="None trains full batch")
+    epochs: int | None = Field(100, ge=1, le=100_000)
+    max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many updates")
     dtype: DType = "float32"
     device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")

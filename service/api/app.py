@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.db.models import EXPERIMENT_STATUSES
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -50,8 +51,6 @@ class MetricsState:
                                    ["outcome"], registry=self.registry)
 
     def refresh(self) -> None:
-        from service.db.models import EXPERIMENT_STATUSES
-
         for status in EXPERIMENT_STATUSES:
             try:
                 _, total = self.store.list_experiments(status=status, limit=1)

@@ -1,38 +1,23 @@
 """/api/v1/experiments/{id}/compare and /api/v1/compare?experiments=a,b: the paper's Table 3/5
 layout -- one row per (experiment, variant), mean ± std over seeds of the train/test metric,
-sparsity, wall time, loss, and the convergence diagnostics."""
+sparsity, wall time, loss, and the convergence diagnostics. Rows come from
+:mod:`service.reports.compare`, tables from :mod:`service.reports.tables` (as in the CLI)."""
 
 from __future__ import annotations
 
-import csv
-import json
-import io
+import re
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-import re
-
 from service.api.deps import EXP_ID_PATTERN, ExpIdPath, StoreDep
 from service.reports.compare import VariantSummary, compare
+from service.reports.tables import csv_text, markdown, paper_protocol
 from service.store import NotFound
 
 router = APIRouter(tags=["compare"])
-
-#: (column title, summary field prefix, has std)
-TABLE_COLUMNS: list[tuple[str, str, bool]] = [
-    ("train", "train_metric", True),
-    ("test", "test_metric", True),
-    ("sparsity W_out", "sparsity_out", True),
-    ("sparsity all", "sparsity_all", True),
-    ("time [s]", "wall_time", True),
-    ("loss", "loss", True),
-    ("mono. viol.", "monotonicity_violations", False),
-    ("|∇E| ratio", "grad_norm_ratio", False),
-]
-
 
 class Comparison(BaseModel):
     experiments: list[str] = Field(examples=[["3f2a9c1e0b7d4c58"]])
@@ -41,54 +26,17 @@ class Comparison(BaseModel):
                        examples=["| experiment | variant | n | train | test | ... |"])
 
 
-def _pm(mean, std) -> str:
-    if mean is None:
-        return "–"
-    if std is None:
-        return f"{mean:.4g}"
-    return f"{mean:.4g} ± {std:.2g}"
-
-
-def table_rows(rows: list[VariantSummary]) -> tuple[list[str], list[list[str]]]:
-    header = ["experiment", "variant", "n (ok/div/fail)"] + [t for t, _, _ in TABLE_COLUMNS]
-    body = []
-    for r in rows:
-        d = r.model_dump()
-        variant = r.variant if r.params is None else f"{r.variant} {json.dumps(r.params, sort_keys=True)}"
-        cells = [r.experiment_name, variant, f"{r.n_completed}/{r.n_diverged}/{r.n_failed}"]
-        for _, key, has_std in TABLE_COLUMNS:
-            cells.append(_pm(d.get(f"{key}_mean"), d.get(f"{key}_std") if has_std else None))
-        body.append(cells)
-    return header, body
-
-
-def markdown_table(rows: list[VariantSummary]) -> str:
-    header, body = table_rows(rows)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
-
-
-def csv_table(rows: list[VariantSummary]) -> str:
-    out = io.StringIO()
-    fields = list(VariantSummary.model_fields)
-    w = csv.DictWriter(out, fieldnames=fields)
-    w.writeheader()
-    for r in rows:
-        w.writerow(r.model_dump())
-    return out.getvalue()
-
-
 def _render(store, ids: list[str], fmt: str, by: str = "variant"):
     try:
         rows = compare(store, ids, by_config=by == "config")
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
+    paper = paper_protocol(store.get_experiment(ids[0]).spec) if len(ids) == 1 else None
     if fmt == "markdown":
-        return PlainTextResponse(markdown_table(rows), media_type="text/markdown")
+        return PlainTextResponse(markdown(rows, paper), media_type="text/markdown")
     if fmt == "csv":
-        return Response(csv_table(rows), media_type="text/csv")
-    return Comparison(experiments=ids, rows=rows, table=markdown_table(rows))
+        return Response(csv_text(rows), media_type="text/csv")
+    return Comparison(experiments=ids, rows=rows, table=markdown(rows, paper))
 
 
 _RESPONSES = {200: {"content": {"text/markdown": {"schema": {"type": "string"}},

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -18,11 +16,12 @@ from service.api.schemas import (
     experiment_out,
     links_for,
 )
-from service.api.validation import SpecError, spec_from_body
+from service.db.models import ExperimentStatus
+from service.submission import enqueue
+from service.validation import SpecError
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
-ExperimentStatus = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
 
 _ERRORS = {
     401: {"description": "missing or invalid bearer token (when RNNHPO_API_TOKEN is set)"},
@@ -91,18 +90,15 @@ async def submit_experiment(request: Request, response: Response, store: StoreDe
                             settings: SettingsDep, _auth: AuthDep) -> SubmitResponse:
     raw = await _read_limited(request, settings.max_body_bytes)
     try:
-        spec, n_trials = await run_in_threadpool(
-            spec_from_body, raw, request.headers.get("content-type"),
-            data_dir=settings.data_dir, max_trials=settings.max_trials_per_experiment)
+        sub = await run_in_threadpool(enqueue, store, settings, raw, request.headers.get("content-type"))
     except SpecError as exc:
         if exc.status == 422:
             raise RequestValidationError(exc.errors) from None
         raise HTTPException(exc.status, detail=exc.errors) from None
-    exp_id = await run_in_threadpool(store.create_experiment, spec.name, spec.model_dump(mode="json"),
-                                     n_trials_total=n_trials)
-    links = links_for(exp_id)
+    links = links_for(sub.id)
     response.headers["Location"] = links.self
-    return SubmitResponse(id=exp_id, status="queued", name=spec.name, trials_planned=n_trials, links=links)
+    return SubmitResponse(id=sub.id, status="queued", name=sub.name, trials_planned=sub.n_trials,
+                          links=links)
 
 
 def _dashboard(settings, runner) -> str | None:

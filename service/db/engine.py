@@ -1,7 +1,7 @@
 """Engine creation from one URL.
 
 * SQLite (``sqlite:///path.db``): the parent directory is created; every connection gets
-  ``journal_mode=WAL``, ``busy_timeout`` (60 s; env ``RNNHPO_SQLITE_BUSY_TIMEOUT_S``),
+  ``journal_mode=WAL``, ``busy_timeout`` (60 s),
   ``foreign_keys=ON``, ``synchronous=NORMAL``. ``sqlite://`` (in memory) shares one connection.
   pysqlite's own transaction handling is switched off and SQLAlchemy emits ``BEGIN`` itself, so
   a connection opened with ``execution_options(sqlite_begin="IMMEDIATE")`` takes the write lock
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
-SQLITE_BUSY_TIMEOUT_S = float(os.environ.get("RNNHPO_SQLITE_BUSY_TIMEOUT_S", "60"))
+SQLITE_BUSY_TIMEOUT_S = 60.0
 
 _CACHE: dict[tuple[str, int], Engine] = {}
 _CACHE_LOCK = threading.Lock()

@@ -1,7 +1,12 @@
-"""Turning a request body into a validated, bounded, sandboxed :class:`ExperimentSpec`.
+"""Validation at the edge, once: a request body or spec file becomes a checked experiment.
 
-Every problem is a :class:`SpecError` carrying pydantic-style ``{loc, msg, type}`` entries, which
-the API answers with 422 (or 413/415 via ``status``) -- never 500.
+``rnnhpo run``, ``rnnhpo submit`` and ``POST /experiments`` all call :func:`spec_from_body`:
+parse (JSON/YAML, no aliases, no NUL), schema (pydantic), paths sandboxed in the data directory,
+size (trials planned), test hooks refused, then :func:`search.validation.experiment_problems`
+(dataset known, files present in *the* data directory, options, every hyperparameter value
+within the trainer's limits, csv kind resolved). Every problem is reported at once as a
+:class:`SpecError` of pydantic-style ``{loc, msg, type}`` entries, which the API answers with
+422 (or 413/415 via ``status``) and the CLI prints one line each -- never a traceback.
 """
 
 from __future__ import annotations
@@ -153,10 +158,57 @@ def check_size(spec, max_trials: int) -> int:
     return n
 
 
-def spec_from_body(raw: bytes, content_type: str | None, *, data_dir: Path, max_trials: int):
-    """Parse, validate, sandbox and size a spec; returns ``(spec, n_trials)`` or raises SpecError."""
+def check_experiment(spec, data_dir: Path, *, allow_test_hooks: bool = False) -> str | None:
+    """The search layer's complete check (dataset, files, limits) plus the refusal of test hooks;
+    returns the task kind. Raises SpecError with every problem."""
+    from search.validation import experiment_problems
+
+    problems, kind = experiment_problems(spec, data_dir=data_dir)
+    errors = [_err(("body", *p.loc), p.msg, p.type) for p in problems]
+    if spec.execution.inject_failure is not None and not allow_test_hooks:
+        errors.append(_err(("body", "execution", "inject_failure"),
+                           "extra inputs are not permitted (a test hook)", "extra_forbidden"))
+    if errors:
+        raise SpecError(errors)
+    return kind
+
+
+def spec_from_body(raw: bytes, content_type: str | None, *, data_dir: Path, max_trials: int,
+                   allow_test_hooks: bool = False):
+    """Parse, validate, sandbox, size and check a spec completely; returns ``(spec, n_trials)``
+    or raises SpecError listing every problem found. A csv dataset's inferred task kind is
+    written into the returned spec (``dataset.options.kind``), so it is stated, not guessed again."""
     data = parse_document(raw, content_type)
     check_nul(data)
     spec = validate_spec(data)
-    check_paths(spec, data_dir)
-    return spec, check_size(spec, max_trials)
+    errors: list[dict[str, Any]] = []
+    n_trials, kind = 0, None
+    try:
+        check_paths(spec, data_dir)
+    except SpecError as exc:
+        errors += exc.errors
+    try:
+        n_trials = check_size(spec, max_trials)
+    except SpecError as exc:
+        errors += exc.errors
+    try:
+        kind = check_experiment(spec, data_dir, allow_test_hooks=allow_test_hooks)
+    except SpecError as exc:
+        errors += exc.errors
+    if errors:
+        raise SpecError(errors)
+    if spec.dataset.name == "csv" and spec.dataset.options.get("kind", "auto") == "auto":
+        options = {**spec.dataset.options, "kind": kind}
+        spec = spec.model_copy(update={"dataset": spec.dataset.model_copy(update={"options": options})})
+    return spec, n_trials
+
+
+def format_errors(errors: list[dict[str, Any]]) -> list[str]:
+    """One line per problem: ``field.path: message`` (the leading ``body`` dropped)."""
+    lines = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", [])]
+        if loc[:1] == ["body"]:
+            loc = loc[1:]
+        lines.append(f"{'.'.join(loc) or 'spec'}: {e.get('msg', 'invalid')}")
+    return lines
