@@ -51,9 +51,14 @@ class RayConnectCancelled(Exception):
     """The caller cancelled while Ray was still starting or connecting."""
 
 
+_var_dir: Path | None = None
+
+
 def project_var_dir() -> Path:
-    """``$RNNHPO_VAR_DIR`` or ``./var``: where the project keeps Ray's and Tune's files."""
-    path = Path(os.environ.get("RNNHPO_VAR_DIR", "var")).resolve()
+    """Where the project keeps Ray's and Tune's files: the var directory the caller gave
+    :func:`ensure_ray` (the service passes ``Settings.var_dir``), else ``$RNNHPO_VAR_DIR`` or
+    ``./var`` for standalone use."""
+    path = (_var_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var"))).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -156,16 +161,20 @@ def _init(kwargs: dict, done: threading.Event) -> None:
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
                connect_timeout_s: float = 120.0,
-               should_cancel: Callable[[], bool] | None = None) -> str | None:
+               should_cancel: Callable[[], bool] | None = None,
+               var_dir: Path | str | None = None) -> str | None:
     """Start a local Ray (dashboard on loopback, token auth on) or join ``address`` /
     ``$RAY_ADDRESS``; idempotent. Returns the dashboard URL, or None when Ray runs headless.
 
+    ``var_dir`` is where Ray's session, its token and Tune's results go (kept for later calls).
     Raises :class:`RayUnavailable` when Ray is not up within ``connect_timeout_s`` and
     :class:`RayConnectCancelled` as soon as ``should_cancel()`` turns true while waiting.
     """
-    global _dashboard_url, _init_thread
+    global _dashboard_url, _init_thread, _var_dir
     import ray
 
+    if var_dir is not None:
+        _var_dir = Path(var_dir)
     if ray.is_initialized() and (_init_thread is None or _init_done.is_set()):
         return _dashboard_url
     address = address or os.environ.get("RAY_ADDRESS") or None

@@ -315,7 +315,7 @@ class Runner:
         # the deployment's address wins over the one a submitter put in the spec
         address = self.settings.ray_address or getattr(getattr(spec, "execution", None), "ray_address", None)
         url = ensure_ray(address, connect_timeout_s=self.settings.ray_connect_timeout_s,
-                         should_cancel=should_cancel)
+                         should_cancel=should_cancel, var_dir=self.settings.var_dir)
         if url:
             self.stats.dashboard_url = url if "://" in url else f"http://{url}"
 
