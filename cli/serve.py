@@ -40,6 +40,7 @@ def serve(host: Annotated[Optional[str], typer.Option(help="bind address (RNNHPO
     nothing). SIGTERM/SIGINT: the experiment in flight goes back to the queue and the process
     exits within a few seconds."""
     import os
+    import signal
     import socket
     import sys
 
@@ -70,7 +71,13 @@ def serve(host: Annotated[Optional[str], typer.Option(help="bind address (RNNHPO
               f"(runner: {'in-process' if settings.runner_in_process else 'external'}; "
               f"database {settings.database_label()})")
     config = uvicorn.Config(app, log_level=log_level.lower(), timeout_graceful_shutdown=1)
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (the runner hands its experiment back), then
+    # re-raises the signal with the handlers it found: make both end here, not in Ray's atexit
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     if "ray" in sys.modules:
         # the claim is released by now; Ray's atexit shutdown of a local cluster can take seconds
         # (its processes share the driver's fate and end with it)
