@@ -111,9 +111,9 @@ def runner(db: DbOpt = None,
     _logging(log_level)
     install_repeat_filter()
     settings = _settings(db)
-    from service.store import Store
+    from service.api.degraded import open_store
 
-    Store(settings.database_url)  # migrate once before claiming
+    open_store(settings)  # migrate once before claiming (later, when the database is down now)
     main(settings, once=once)
 
 
