@@ -179,6 +179,7 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - the loop survives database outages
                 wait = policy.delay(failures)
                 failures += 1
+                self._migrate_if_empty(exc)
                 log.warning("runner %s: claim failed (%s); next try in %.0f s", self.runner_id,
                             reason(exc), wait)
                 self._stop.wait(wait)
@@ -193,6 +194,16 @@ class Runner:
                 break
             self._stop.wait(self.settings.runner_poll_s)
         return handled
+
+    def _migrate_if_empty(self, exc: Exception) -> None:
+        """A database that came back empty (recreated) gets its schema before the next claim."""
+        from service.db.errors import is_schema_missing
+
+        if is_schema_missing(exc):
+            try:
+                self.store.migrate()
+            except Exception as again:  # noqa: BLE001 - the next poll tries again
+                log.warning("runner %s: migration failed (%s)", self.runner_id, reason(again))
 
     # -- one experiment -----------------------------------------------------------------
     def run_once(self) -> bool:

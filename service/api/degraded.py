@@ -3,6 +3,7 @@
 * Every route that needs the database answers **503** with ``Retry-After`` while the database
   cannot be reached (connection refused or reset, pool timeout, disk full, read-only) instead of
   a 500; the detail names the cause in one line.
+* Which errors count as an outage: :mod:`service.db.errors`.
 * A database that comes back **empty** (recreated) is migrated on the first request that finds
   its tables missing; that request gets a 503, the next ones work.
 * The app starts even when the database is down: :func:`open_store` opens the store without
@@ -23,29 +24,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from search.faults import reason
+from service.db.errors import is_db_unavailable, is_schema_missing
 
 log = logging.getLogger("rnnhpo.api")
 
 RETRY_AFTER_S = 5
-_MISSING_SCHEMA = ("no such table", "undefinedtable", "does not exist")
-
-
-def is_schema_missing(exc: BaseException) -> bool:
-    text = f"{type(getattr(exc, 'orig', None) or exc).__name__} {exc}".lower()
-    return ("relation" in text and "does not exist" in text) or "no such table" in text \
-        or "undefinedtable" in text
-
-
-def is_db_unavailable(exc: BaseException) -> bool:
-    """The database cannot serve the request now (as opposed to a bad request or a bug)."""
-    import sqlalchemy.exc as sa_exc
-
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                        sa_exc.DisconnectionError)):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError) and (exc.connection_invalidated or is_schema_missing(exc)):
-        return True
-    return False
 
 
 class _Migrator:

@@ -41,7 +41,7 @@ def _check_db(store, settings, migrator=None) -> Check:
     """Ready when the database takes a write (a committed no-op update) and, for SQLite, its disk
     has at least ``min_free_disk_mb`` free: a full disk is not ready."""
     from search.faults import reason
-    from service.api.degraded import is_schema_missing
+    from service.db.errors import is_schema_missing
 
     t0 = time.perf_counter()
     try:
