@@ -99,8 +99,9 @@ class _Run:
                  run_id: str | None = None, retry: RetryPolicy | None = None):
         self.spec, self.sink = spec, sink
         self.label = run_label(run_id or getattr(sink, "experiment_id", None))
-        self.retry = retry or RetryPolicy()
-        self.retry = RetryPolicy(self.retry.budget_s, self.retry.base_s, self.retry.max_delay_s,
+        base = retry or RetryPolicy()
+        # unknown errors get the spec's max_failures retries; the budget and backoff are the service's
+        self.retry = RetryPolicy(base.budget_s, base.base_s, base.max_delay_s,
                                  max_unknown=spec.execution.max_failures)
         self.failures: dict[str, int] = defaultdict(int)
         self.rounds = 0

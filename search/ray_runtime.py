@@ -8,8 +8,9 @@
 * Joining a cluster (``address``): the address is probed with a TCP connect first, and
   ``ray.init`` runs in a helper thread, so an unreachable address fails within
   ``connect_timeout_s`` with :class:`RayUnavailable` and a cancel is honoured while connecting.
-* Ray's own SIGTERM handler (``sys.exit`` from ``ray.init``) and Tune's SIGINT handler (which
-  advises ``Tuner.restore``) are kept out: the process's own handlers stay in charge.
+* Ray's own SIGTERM handlers (``sys.exit`` from ``ray.init``, the C++ failure-signal handler of
+  the driver's core worker) and Tune's SIGINT handler (which advises ``Tuner.restore``) are kept
+  out: the process's own handlers stay in charge.
 * Files are named from ids, never from an experiment's name: Ray's session directory and Tune's
   storage live under the project's var directory.
 """
@@ -36,6 +37,7 @@ _dashboard_url: str | None = None
 _init_lock = threading.Lock()
 _init_thread: threading.Thread | None = None
 _init_result: dict = {}
+_init_done = threading.Event()
 
 #: Tune's SIGINT handler would swallow Ctrl-C and advise ``Tuner.restore``; ours decides.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -49,9 +51,14 @@ class RayConnectCancelled(Exception):
     """The caller cancelled while Ray was still starting or connecting."""
 
 
+_var_dir: Path | None = None
+
+
 def project_var_dir() -> Path:
-    """``$RNNHPO_VAR_DIR`` or ``./var``: where the project keeps Ray's and Tune's files."""
-    path = Path(os.environ.get("RNNHPO_VAR_DIR", "var")).resolve()
+    """Where the project keeps Ray's and Tune's files: the var directory the caller gave
+    :func:`ensure_ray` (the service passes ``Settings.var_dir``), else ``$RNNHPO_VAR_DIR`` or
+    ``./var`` for standalone use."""
+    path = (_var_dir or Path(os.environ.get("RNNHPO_VAR_DIR", "var"))).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -143,33 +150,47 @@ class _KeepSignalHandlers:
                 signal.signal(sig, handler)
 
 
-def _init(kwargs: dict) -> None:
+def _init(kwargs: dict, done: threading.Event) -> None:
     import ray
+    from ray._private import ray_constants
 
+    # Ray's C++ failure-signal handler would take SIGTERM from the process's own handler (and end
+    # the process without releasing anything): the driver goes without it; workers keep theirs
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     try:
         with _KeepSignalHandlers():
             _init_result["context"] = ray.init(**kwargs)
     except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
         _init_result["error"] = exc
+        done.set()
+        return
+    done.set()
+    # Ray's driver stops answering once the thread that called ray.init has ended (observed with
+    # Ray 2.60): this thread lives as long as the process.
+    threading.Event().wait()
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
                connect_timeout_s: float = 120.0,
-               should_cancel: Callable[[], bool] | None = None) -> str | None:
+               should_cancel: Callable[[], bool] | None = None,
+               var_dir: Path | str | None = None) -> str | None:
     """Start a local Ray (dashboard on loopback, token auth on) or join ``address`` /
     ``$RAY_ADDRESS``; idempotent. Returns the dashboard URL, or None when Ray runs headless.
 
+    ``var_dir`` is where Ray's session, its token and Tune's results go (kept for later calls).
     Raises :class:`RayUnavailable` when Ray is not up within ``connect_timeout_s`` and
     :class:`RayConnectCancelled` as soon as ``should_cancel()`` turns true while waiting.
     """
-    global _dashboard_url, _init_thread
+    global _dashboard_url, _init_thread, _var_dir
     import ray
 
-    if ray.is_initialized() and (_init_thread is None or not _init_thread.is_alive()):
+    if var_dir is not None:
+        _var_dir = Path(var_dir)
+    if ray.is_initialized() and (_init_thread is None or _init_done.is_set()):
         return _dashboard_url
     address = address or os.environ.get("RAY_ADDRESS") or None
     with _init_lock:
-        if _init_thread is None or (not _init_thread.is_alive() and not ray.is_initialized()):
+        if _init_thread is None or (_init_done.is_set() and not ray.is_initialized()):
             kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": False,
                             "logging_level": logging.WARNING, "configure_logging": True}
             os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -182,18 +203,18 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
                 kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard_available(), dashboard_host="127.0.0.1",
                               _temp_dir=str(ray_temp_dir()))
             _init_result.clear()
-            _init_thread = threading.Thread(target=_init, args=(kwargs,), name="rnnhpo-ray-init",
+            _init_done.clear()
+            _init_thread = threading.Thread(target=_init, args=(kwargs, _init_done), name="rnnhpo-ray-init",
                                             daemon=True)
             _init_thread.start()
-        thread = _init_thread
     deadline = time.monotonic() + connect_timeout_s
-    while thread.is_alive():
+    while not _init_done.is_set():
         if should_cancel is not None and should_cancel():
             raise RayConnectCancelled("cancelled while Ray was starting")
         if time.monotonic() > deadline:
             raise RayUnavailable(f"Ray {'at ' + address if address else '(local)'} not up within "
                                  f"{connect_timeout_s:.0f} s")
-        thread.join(0.1)
+        _init_done.wait(0.1)
     error = _init_result.get("error")
     if error is not None and not ray.is_initialized():
         raise RayUnavailable(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")

@@ -63,6 +63,16 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A running experiment whose heartbeat is older is reclaimed")
     cancel_poll_s: float = Field(default=0.5, ge=0,
                                  description="Shortest interval between cancel checks in the database")
+    retry_budget_s: float = Field(default=300.0, ge=0, description="Infrastructure faults (lost worker, "
+                                  "database unreachable) are retried with backoff for this many seconds")
+    retry_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles per retry")
+    retry_max_delay_s: float = Field(default=30.0, gt=0, description="Longest delay between retries")
+    ray_connect_timeout_s: float = Field(default=120.0, gt=0,
+                                         description="Starting or joining Ray fails after this many seconds")
+    stop_grace_s: float = Field(default=3.0, gt=0, description="On SIGTERM/SIGINT: seconds to stop packs "
+                                "before the claim is released anyway and the process exits")
+    min_free_disk_mb: float = Field(default=64.0, ge=0,
+                                    description="/readyz is 503 when the SQLite file's disk has less free")
 
     @field_validator("api_token", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.db.models import EXPERIMENT_STATUSES
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -50,7 +51,7 @@ class MetricsState:
                                    ["outcome"], registry=self.registry)
 
     def refresh(self) -> None:
-        for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        for status in EXPERIMENT_STATUSES:
             try:
                 _, total = self.store.list_experiments(status=status, limit=1)
             except Exception:  # noqa: BLE001 - a scrape never fails on the database
@@ -67,9 +68,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     settings = settings or Settings()
     settings.ensure_dirs()
     if store is None:
-        from service.store import Store
+        from service.api.degraded import open_store
 
-        store = Store(settings.database_url)
+        store = open_store(settings)
 
     runner = None
     if settings.runner_in_process:
@@ -86,7 +87,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
             yield
         finally:
             if runner is not None:
-                runner.stop(timeout=30)
+                # packs stop and the experiment goes back to the queue; past the grace period
+                # the claim is released anyway so that shutdown stays short
+                runner.stop(timeout=settings.stop_grace_s)
 
     app = FastAPI(
         title="rnnhpo",
@@ -134,6 +137,9 @@ def _install_openapi(app: FastAPI, experiments_module) -> None:
 
 def _install_handlers(app: FastAPI) -> None:
     from service import store as store_mod
+    from service.api import degraded
+
+    degraded.install(app, app.state.store)
 
     not_found = getattr(store_mod, "NotFound", None)
     running = getattr(store_mod, "ExperimentRunning", None)
