@@ -21,7 +21,8 @@ from search.cluster import cluster_shape
 from search.execution import PackOutcome, load_job_task, run_packs
 from search.faults import ResourceUnsatisfiable, RetryPolicy
 from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
-from search.planning import Configuration, VariantStudy, trial_plans
+from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
+                             select_configurations, test_plans, trial_plans)
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
@@ -114,8 +115,9 @@ class _Run:
         self.hand_off: bool | None = None
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
-        self.studies = [VariantStudy(spec, i, self.directions) for i in range(len(spec.variants))]
-        self.reps = len(spec.seed_list) * len(spec.fold_list)
+        self.studies = [VariantStudy(spec, i, self.directions) for i, v in enumerate(spec.variants)
+                        if spec.needs_selection(v)]
+        self.reps = len(spec.seed_list) * len(spec.split_list) * len(spec.val_list)
         self.total = spec.count_trials()
         self.done = 0
         self.packs_total = 0
@@ -148,6 +150,9 @@ class _Run:
         states = self.sink.trial_states()
         groups: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
         for number, state in states.items():
+            if is_test_number(number):
+                self.done += state["status"] in FINISHED
+                continue
             groups[(state["variant"], _params_key(state["params"]))].append((number, state))
         by_name = {s.variant.name: s for s in self.studies}
         pending: list[Configuration] = []
@@ -243,18 +248,57 @@ class _Run:
                 study.tell(config, values)
             if self.cancelled:
                 break
+        if not self.cancelled and (budget is None or time.monotonic() - self.started < budget):
+            n_failed += self.test_phase(budget)
         return SearchSummary(self.total, self.done, n_failed, self.cancelled, self.best,
                              self.dashboard_url, time.monotonic() - self.started, self.pareto(),
                              dict(self.failures))
 
-    def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None) -> int:
+    def selected(self, variant_index: int) -> list[dict[str, Any]]:
+        """The configurations of a variant to evaluate on the test split, chosen on validation
+        values of finished selection trials only (a variant without a choice: its one configuration)."""
+        variant = self.spec.variants[variant_index]
+        if not self.spec.needs_selection(variant):
+            return grid_configurations(self.spec, variant)[:1]
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        params_of: dict[tuple, dict] = {}
+        for number, st in sorted(self.sink.trial_states().items()):
+            if is_test_number(number) or st["variant"] != variant.name:
+                continue
+            key = _params_key(st["params"])
+            params_of.setdefault(key, st["params"])
+            groups[key].append(st)
+        candidates = []
+        for key, members in groups.items():
+            finals = [m.get("final") or {} for m in members if m["status"] in ("completed", "pruned")]
+            values = _objective_values(self.spec, finals) if len(finals) == self.reps else None
+            candidates.append((params_of[key], values))
+        return select_configurations(candidates, self.directions, self.spec.selected_per_variant(variant))
+
+    def test_phase(self, budget: float | None) -> int:
+        """Train the selected configuration(s) of every variant on each split's whole training
+        part and evaluate them once on its test part."""
+        plans: list[TrialPlan] = []
+        for i in range(len(self.spec.variants)):
+            for rank, params in enumerate(self.selected(i)):
+                plans.extend(test_plans(self.spec, i, rank, params))
+        if not plans:
+            return 0
+        ids = self.sink.register_trials(plans)
+        states = self.sink.trial_states()
+        to_run = [p for p in plans if states.get(p.number, {}).get("status") not in FINISHED]
+        return self.execute(to_run, ids, budget, role="test")
+
+    def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None,
+                role: str = "select") -> int:
         if not plans:
             return 0
         ex = self.spec.execution
         plan = self.pack_plan()
-        objective = self.spec.search.objectives[0].metric
+        objective = self.spec.search.objectives[0].metric if role == "select" else "test_metric"
         dataset = {**self.spec.dataset.model_dump(mode="json")}
-        jobs = make_packs(plans, ids, pack_size=plan.pack_size, slots=plan.slots, dataset=dataset,
+        jobs = make_packs(plans, ids, pack_size=1 if ex.timing == "solo" else plan.pack_size, slots=plan.slots,
+                          dataset=dataset,
                           objective=objective, maximize=self.directions[0] == "maximize",
                           asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
         if ex.inject_failure:
@@ -270,7 +314,7 @@ class _Run:
             self.packs_done += 1
             if outcome.ok:
                 self.done += outcome.members
-                if outcome.best_trial_id is not None:
+                if outcome.best_trial_id is not None and role == "select":
                     plan = number_of[outcome.best_trial_id]
                     self.consider_best(plan.number, outcome.best_value, plan.params, plan.variant)
             self.emit()
@@ -351,6 +395,7 @@ class _TaskRef:
 
     dataset: dict
     fold: int | None = None
+    data: dict | None = None
 
 
 def cluster_capacity() -> list[dict[str, float]]:

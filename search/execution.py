@@ -63,7 +63,9 @@ def load_job_task(job: PackJob):
 
     from trainer.tasks import load_task
 
-    key = json.dumps([job.dataset, job.fold], sort_keys=True, default=str)
+    key = json.dumps([job.dataset, job.fold, job.data], sort_keys=True, default=str)
+    if key not in _TASK_CACHE and job.data is not None:
+        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
     if key not in _TASK_CACHE:
         options = dict(job.dataset.get("options") or {})
         if job.dataset.get("framing"):
@@ -80,7 +82,8 @@ def successive_halving(job: PackJob) -> Callable[[int, dict[str, np.ndarray]], I
         return None
     grace, factor = int(job.asha["grace_epochs"]), int(job.asha["reduction_factor"])
     stopped: set[int] = set()
-    metric = "test_metric" if job.objective == "test_metric" else "train_metric"
+    # a selection pack's task holds the validation part where a task holds its test part
+    metric = "test_metric" if job.objective in ("val_metric", "test_metric") else "train_metric"
 
     def on_epoch(epoch: int, metrics: dict[str, np.ndarray]) -> list[int]:
         done = epoch + 1
@@ -105,6 +108,8 @@ def _is_rung(epochs_done: int, grace: int, factor: int) -> bool:
 
 
 def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecord:
+    """The stored record of one member. In a selection pack the task's "test" part is the
+    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty."""
     diagnostics = dict(member.diagnostics)
     if diagnostics.get("diverged"):
         status = "diverged"
@@ -112,14 +117,18 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
         status = "pruned"
     else:
         status = "completed"
+    final = {k: float(v) for k, v in member.final.items()}
+    epochs = {k: np.asarray(v) for k, v in member.epochs.items()}
+    extra = {"role": job.role, "pack_composition": job.extra.get("composition")}
+    if job.role == "select":
+        final["val_metric"] = final.pop("test_metric")
+        extra["epoch_test_metric_is"] = "validation"
     return TrialRecord(
-        status=status,
-        final={k: float(v) for k, v in member.final.items()},
+        status=status, final=final,
         diagnostics={k: (v.item() if isinstance(v, np.generic) else v) for k, v in diagnostics.items()},
-        trace={k: np.asarray(v) for k, v in member.trace.items()},
-        epochs={k: np.asarray(v) for k, v in member.epochs.items()},
+        trace={k: np.asarray(v) for k, v in member.trace.items()}, epochs=epochs,
         wall_time=float(pack_result.wall_time), device=str(pack_result.device),
-        pack_id=job.pack_id, pack_size=job.size, attempt=attempt)
+        pack_id=job.pack_id, pack_size=job.size, attempt=attempt, extra=extra)
 
 
 def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = None) -> dict[str, Any]:
@@ -162,12 +171,13 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
     storing = time.perf_counter()
     best_value, best_trial = None, None
     for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
-        store(sink.record_trial, trial_id, member_record(member, result, job, attempt))
+        record = member_record(member, result, job, attempt)
+        store(sink.record_trial, trial_id, record)
         if attempt < job.inject_failures and index == 0:
             if job.extra.get("inject_mode") == "exit":
                 os._exit(13)  # the worker process dies as if killed
             raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
-        value = member.final.get(job.objective)
+        value = record.final.get(job.objective)
         if value is not None and np.isfinite(value) and not member.diverged:
             if best_value is None or (value > best_value if job.maximize else value < best_value):
                 best_value, best_trial = float(value), trial_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class PackJob:
     asha: dict[str, int] | None = None
     inject_failures: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] | None = None   # {"seed", "options"} for load_task: the split (and validation carve)
+    role: str = "test"                   # "select" (scored on validation) or "test"
 
     @property
     def size(self) -> int:
@@ -35,8 +38,9 @@ class PackJob:
 
 
 def group_key(plan: TrialPlan) -> str:
-    """Trials with equal keys may share a pack: same pack settings (family included) and fold."""
-    return json.dumps({"pack": plan.config["pack"], "fold": plan.fold}, sort_keys=True)
+    """Trials with equal keys may share a pack: same pack settings (family included), role and data."""
+    return json.dumps({"pack": plan.config["pack"], "fold": plan.fold, "role": plan.config.get("role"),
+                       "data": plan.config.get("data")}, sort_keys=True)
 
 
 def make_packs(plans: list[TrialPlan], trial_ids: dict[int, int], *, pack_size: int, slots: int,
@@ -68,7 +72,10 @@ def make_packs(plans: list[TrialPlan], trial_ids: dict[int, int], *, pack_size: 
                 members=[p.config["member"] for p in chunk],
                 trial_ids=[trial_ids[p.number] for p in chunk],
                 trial_numbers=[p.number for p in chunk],
-                objective=objective, maximize=maximize, asha=asha))
+                objective=objective, maximize=maximize,
+                asha=asha if first.config.get("role", "test") == "select" else None,
+                data=first.config.get("data"), role=first.config.get("role", "test"),
+                extra={"composition": dict(Counter(p.variant for p in chunk))}))
     return jobs
 
 
