@@ -178,10 +178,12 @@ function initTraceExplorer() {
     const keys = Object.keys(ev || {});
     const lo = keys.find((k) => /^xaxis\d*\.range\[0\]$/.test(k));
     const hi = keys.find((k) => /^xaxis\d*\.range\[1\]$/.test(k));
+    const pair = keys.find((k) => /^xaxis\d*\.range$/.test(k));
     const auto = keys.some((k) => /^xaxis\d*\.autorange$/.test(k));
-    if (lo && hi) {
-      form.elements.start.value = Math.max(0, Math.floor(ev[lo]));
-      form.elements.stop.value = Math.max(0, Math.ceil(ev[hi]));
+    const range = lo && hi ? [ev[lo], ev[hi]] : pair ? ev[pair] : null;
+    if (range) {
+      form.elements.start.value = Math.max(0, Math.floor(range[0]));
+      form.elements.stop.value = Math.max(0, Math.ceil(range[1]));
     } else if (auto) {
       form.elements.start.value = ""; form.elements.stop.value = "";
     } else return;
