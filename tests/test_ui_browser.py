@@ -111,37 +111,55 @@ def grid_exp(server):
     return exp_id
 
 
-@pytest.fixture
-def page(playwright_browser, server):
-    """A fresh browser context; requests to any host but the app are aborted and counted, and
-    page errors collected -- both must stay empty."""
-    context = playwright_browser.new_context(viewport={"width": 1440, "height": 900})
-    blocked, errors = [], []
-    app_host = urlparse(server.base).netloc
+class Guard:
+    """Requests to any host but the app are aborted and counted; page errors collected."""
 
-    def route(r):
+    def __init__(self, app_host: str):
+        self.app_host, self.blocked, self.errors = app_host, [], []
+
+    def route(self, r):
         u = urlparse(r.request.url)
-        if u.scheme in ("http", "https", "ws", "wss") and u.netloc != app_host:
-            blocked.append(r.request.url)
+        if u.scheme in ("http", "https", "ws", "wss") and u.netloc != self.app_host:
+            self.blocked.append(r.request.url)
             return r.abort()
         return r.continue_()
 
-    context.route("**/*", route)
-    pg = context.new_page()
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("dialog", lambda d: d.accept())
-    yield pg
+
+@pytest.fixture(scope="module")
+def browser_context(playwright_browser, server):
+    """One context for the module (Plotly's 4.8 MB bundle is fetched once), guarded."""
+    context = playwright_browser.new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True)
+    guard = Guard(urlparse(server.base).netloc)
+    context.route("**/*", guard.route)
+    yield context, guard
     context.close()
-    assert blocked == [], f"the page requested other hosts: {blocked}"
-    assert errors == [], f"script errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser_context):
+    """A fresh page; at the end no request may have left the app and no script may have failed."""
+    context, guard = browser_context
+    guard.blocked.clear()
+    guard.errors.clear()
+    pg = context.new_page()
+    pg.on("pageerror", lambda e: guard.errors.append(str(e)))
+    pg.on("dialog", lambda d: d.accept())
+    pg.add_init_script("localStorage.clear()")
+    yield pg
+    pg.close()
+    assert guard.blocked == [], f"the page requested other hosts: {guard.blocked}"
+    assert guard.errors == [], f"script errors on the page: {guard.errors}"
 
 
 def shot(pg, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    pg.evaluate("window.scrollTo(0, 0)")
     pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def wait_chart(pg, chart_id: str, timeout: float = 20_000) -> dict:
+def wait_chart(pg, chart_id: str, timeout: float = 30_000) -> dict:
+    """The drawn figure of a chart (scrolled into view first: charts are drawn lazily)."""
+    pg.locator(f"#{chart_id}").scroll_into_view_if_needed()
     pg.wait_for_function(f"document.getElementById('{chart_id}')?.dataset.state === 'ready'", timeout=timeout)
     return pg.evaluate(f"""() => {{ const gd = document.getElementById('{chart_id}');
         return {{data: gd.data, layout: {{yaxis: gd.layout.yaxis}}}}; }}""")
@@ -202,8 +220,7 @@ def test_cancel_needs_the_token(page, server):
     page.fill("#token-input", "wrong")
     page.dispatch_event("#token-input", "change")
     queued = server.store.create_experiment("queued-ui", GRID_SPEC, n_trials_total=1)
-    page.reload()
-    page.locator(f"tr[data-exp-id='{queued}'] button[data-cancel]").click()
+    page.locator(f"tr[data-exp-id='{queued}'] button[data-cancel]").click()  # appears with the next poll
     page.locator(".toast.error").last.wait_for()
     assert server.store.get_experiment(queued).status == "queued"
 
@@ -212,9 +229,13 @@ def test_cancel_needs_the_token(page, server):
 CHARTS = ("chart-convergence", "chart-sparsity", "chart-learning", "chart-pareto", "chart-grid", "chart-parallel")
 
 
-def test_experiment_page_charts_render_with_the_right_series(page, server, grid_exp):
+def test_experiment_charts_render_and_match_the_api(page, server, grid_exp):
+    """Series per chart, PNG/SVG/CSV downloads, log/metric controls, the comparison table; then
+    every chart's numbers against the API (same page load: the parallel-coordinates chart is
+    WebGL and costs seconds in a GPU-less browser)."""
     page.goto(server.base + f"/ui/experiments/{grid_exp}")
     figs = {c: wait_chart(page, c) for c in CHARTS}
+    charts_match_the_api(page, server, grid_exp, figs)
     variants = ["GRU", "SL1-GRU"]
 
     def roles(fig, role):
@@ -262,11 +283,9 @@ def _best_config(trials: list[dict], metric: str) -> list[dict]:
     return max(groups.values(), key=lambda g: (np.mean([t[metric] for t in g]), len(g)))
 
 
-def test_every_chart_matches_the_api(page, server, grid_exp):
+def charts_match_the_api(page, server, grid_exp, figs):
     """Each chart's numbers, read from the drawn Plotly figure, equal what the REST API returns
     for the same experiment (traces, epochs, trials), aggregated here with numpy."""
-    page.goto(server.base + f"/ui/experiments/{grid_exp}")
-    figs = {c: wait_chart(page, c) for c in CHARTS}
     trials = server.api(f"/experiments/{grid_exp}/trials", status="completed", limit=10_000)["items"]
     by_variant = defaultdict(list)
     for t in trials:

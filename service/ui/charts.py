@@ -297,7 +297,8 @@ def trace(window: ui_data.TraceWindow, metrics: list[str], *, log: bool = False,
         layout[f"xaxis{suffix}"] = {"anchor": f"y{suffix}", "showticklabels": i == n - 1,
                                     **({"matches": "x"} if i else {}),
                                     **({"title": {"text": "iteration k"}} if i == n - 1 else {})}
-        data.append({"type": "scattergl", "mode": "lines+markers" if len(steps) <= 300 else "lines",
+        data.append({"type": "scattergl" if len(steps) > 5000 else "scatter",
+                     "mode": "lines+markers" if len(steps) <= 300 else "lines",
                      "x": steps, "y": finite(window.columns[m]), "name": m,
                      "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "marker": {"size": 3},
                      "line": {"color": PALETTE[i % len(PALETTE)], "width": 1.2}, "meta": {"metric": m}})

@@ -125,16 +125,28 @@ function initChartCard(card) {
   const name = el.dataset.chart;
   const note = card.querySelector(".note");
   if (note && note.textContent) note.dataset.keep = "1";
-  const load = () => {
+  const load = (el.load = () => {
     const q = query(form).toString();
     const base = el.dataset.src;
     if (csv) csv.href = `${base}.csv${q ? "?" + q : ""}`;
     return drawChart(el, `${base}.json${q ? "?" + q : ""}`, name);
-  };
+  });
+  if (csv) csv.href = `${el.dataset.src}.csv${query(form).toString() ? "?" + query(form).toString() : ""}`;
   if (form) form.addEventListener("change", load);
-  el.reload = load;
-  load();
+  el.reload = () => (el.dataset.state ? load() : null);  // charts not yet drawn wait for their turn
+  lazy.observe(el);
 }
+
+// Charts are drawn when they come near the viewport: some (parallel coordinates) are WebGL and
+// cost seconds on a machine without a GPU.
+const lazy = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    lazy.unobserve(e.target);
+    e.target.dataset.state = "loading";
+    e.target.load();
+  }
+}, { rootMargin: "300px" });
 
 function initCharts() {
   document.querySelectorAll(".chart-card").forEach(initChartCard);
@@ -207,6 +219,7 @@ function initEditor() {
   const list = document.getElementById("spec-errors");
   const examples = JSON.parse(document.getElementById("examples-data").textContent);
   let errors = [];
+  let timer = null;
 
   const contentType = () => (ta.value.trimStart().startsWith("{") ? "application/json" : "application/yaml");
   const render = () => {
@@ -233,14 +246,19 @@ function initEditor() {
     status.className = "spec-status " + kind;
     render();
   };
+  let generation = 0;  // a later check or submit makes an earlier check's answer stale
   const check = async () => {
+    const mine = ++generation;
     const resp = await fetch("/ui/data/validate", { method: "POST", body: ta.value, headers: { "Content-Type": contentType() } });
     const body = await resp.json();
+    if (mine !== generation) return body;
     if (body.ok) show([], `valid: “${body.name}”, ${body.trials_planned} trials planned`, "ok");
     else show(body.errors, `${body.errors.length} problem${body.errors.length === 1 ? "" : "s"}`, "bad");
     return body;
   };
   const submit = async () => {
+    clearTimeout(timer);
+    generation += 1;
     const resp = await fetch("/api/v1/experiments", {
       method: "POST", body: ta.value, headers: authHeaders({ "Content-Type": contentType() }),
     });
@@ -262,7 +280,6 @@ function initEditor() {
     show([], msg, "bad");
     toast(msg, "error");
   };
-  let timer = null;
   ta.addEventListener("input", () => { render(); clearTimeout(timer); timer = setTimeout(check, 900); });
   ta.addEventListener("scroll", () => { backdrop.scrollTop = ta.scrollTop; backdrop.scrollLeft = ta.scrollLeft; gutter.scrollTop = ta.scrollTop; });
   ta.addEventListener("keydown", (ev) => {
