@@ -14,7 +14,6 @@ import typer
 from cli.common import (DbOpt, JsonOpt, ServerOpt, WideOpt, backend, console, dump_json, err_console,
                         fail, one_line_errors)
 
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 def read_spec_file(path: Path) -> tuple[bytes, str]:
@@ -58,6 +57,8 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="experiment spec (.yam
     err_console.print(f"queued {sub.name!r}: {sub.trials_planned} trials in {b.label}")
     if not wait:
         return
+    from service.db.models import FINAL_EXPERIMENT_STATUSES
+
     deadline = None if timeout is None else time.monotonic() + timeout
     done = -1
     while True:
@@ -65,7 +66,7 @@ def submit(spec_file: Annotated[Path, typer.Argument(help="experiment spec (.yam
         if exp.progress.trials_done != done:
             done = exp.progress.trials_done
             err_console.print(f"{exp.status}: {done}/{exp.progress.trials_total} trials")
-        if exp.status in FINAL:
+        if exp.status in FINAL_EXPERIMENT_STATUSES:
             break
         if deadline is not None and time.monotonic() > deadline:
             fail(f"experiment {sub.id} still {exp.status} after {timeout} s", 1)

@@ -25,35 +25,6 @@ def quick_version(spec):
     return type(spec).model_validate(data)
 
 
-def save_plots(store, exp_id: str, out_dir: Path) -> list[Path]:
-    """Write the experiment's figures: convergence bands (Fig. 6) and sparsity (Fig. 3b) always,
-    the grid heatmap (Fig. 5) when hyperparameters were searched, the Pareto front when the search
-    had several objectives."""
-    from service.api.plots import convergence_plot, grid_plot, pareto_plot, sparsity_plot
-
-    spec = store.get_experiment(exp_id).spec
-    figures = {
-        "convergence.png": lambda: convergence_plot(
-            exp_id, store, metrics="loss,grad_norm,weight_norm", config="best", points=500, variants=None,
-            log=True, width=1500, height=450, dpi=100),
-        "sparsity.png": lambda: sparsity_plot(exp_id, store, metric="sparsity_out", config="best", points=500,
-                                              variants=None, width=800, height=500, dpi=100),
-    }
-    if spec["search"].get("space") or any(v.get("space") for v in spec["variants"]):
-        figures["grid.png"] = lambda: grid_plot(exp_id, store, x=None, y=None, metric="test_metric", variant=None,
-                                                agg="mean", width=800, height=600, dpi=100)
-    if len(spec["search"].get("objectives", [])) >= 2:
-        figures["pareto.png"] = lambda: pareto_plot(exp_id, store, x=None, y=None, per="config", width=800,
-                                                    height=600, dpi=100)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, render in figures.items():
-        path = out_dir / name
-        path.write_bytes(render().body)
-        paths.append(path)
-    return paths
-
-
 def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spec (YAML or JSON); not needed with --resume")] = None,
         quick: Annotated[bool, typer.Option("--quick", help="demo size: 3 seeds, <= 60 epochs")] = False,
         db: DbOpt = None,
@@ -124,7 +95,9 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
         status = runner.execute(view)
     final = store.get_experiment(exp_id)
     if status == "succeeded" and not no_plots:
-        for path in save_plots(store, exp_id, plots_dir or settings.plots_dir / exp_id):
+        from service.reports.figures import save_figures
+
+        for path in save_figures(store, exp_id, plots_dir or settings.plots_dir / exp_id):
             err_console.print(f"plot: {path}")
     if as_json:
         rows = local.compare([exp_id])

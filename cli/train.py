@@ -58,6 +58,26 @@ def _beta(text: str):
         _fail(f"--beta: must be 'paper', 'bound' or a number, got {text!r}")
 
 
+def _data_options(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` strings as loader options (numbers and true/false parsed, the rest text)."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--data-option: expected KEY=VALUE, got {item!r}")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        options[key.strip()] = parsed if isinstance(parsed, (bool, int, float, str)) else value
+    return options
+
+
+def _default_data_dir() -> Path:
+    from cli.common import settings
+
+    return settings().data_dir
+
+
 def train(
     task: str = typer.Option(..., "--task", help="task name (see `rnnhpo datasets`), e.g. iris, funcapprox"),
     model: str = typer.Option("gru", "--model", help="rnn | lstm | gru | diag_rnn"),
@@ -76,6 +96,10 @@ def train(
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam"),
     seed: int = typer.Option(0, "--seed", help="seeds initialisation and data order"),
     task_seed: int = typer.Option(0, "--task-seed", help="seeds the train/test split"),
+    data_option: list[str] = typer.Option([], "--data-option", "-o",
+                                          help="dataset option KEY=VALUE, repeatable (e.g. -o path=my.csv -o target=y)"),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir",
+                                            help="dataset files (default RNNHPO_DATA_DIR, else ~/.local/share/rnnhpo/data)"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
@@ -108,8 +132,10 @@ def train(
     from trainer.train import train_pack
 
     torch.set_num_threads(max(1, threads))
+    options = _data_options(data_option)
+    options["data_dir"] = str(data_dir or _default_data_dir())
     try:
-        data = load_task(task, seed=task_seed)
+        data = load_task(task, seed=task_seed, **options)
     except KeyError as exc:
         _fail(f"--task: {exc.args[0]}")
     except Exception as exc:  # noqa: BLE001 - a dataset that cannot be loaded: say why, in one line

@@ -15,6 +15,11 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
+from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+
+__all__ = ["EPOCH_COLUMNS", "TRACE_COLUMNS", "TRIAL_STATUSES", "FINISHED_TRIAL_STATUSES", "TrialPlan",
+           "TrialRecord", "ResultSink", "TrialStatus"]
+
 TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "pruned"]
 #: Every trial status, declared once (the database, the API and the CLI use this tuple).
 TRIAL_STATUSES: tuple[str, ...] = get_args(TrialStatus)

@@ -108,3 +108,16 @@ def experiment_problems(spec: ExperimentSpec, *, data_dir: Path) -> tuple[list[P
                                 "say kind=classification or kind=regression", "dataset"))
     return problems, kind
 
+
+
+def dataset_kind(spec: ExperimentSpec, data_dir: Path | None = None) -> str:
+    """classification or regression for this experiment's dataset, without loading it (a csv's
+    kind is stated in its options once validated); classification when it cannot be told."""
+    from trainer.datasets.checks import check_dataset
+
+    kind = check_dataset(spec.dataset.name, dict(spec.dataset.options), data_dir or Path("."),
+                         framing=spec.dataset.framing).kind
+    stated = spec.dataset.options.get("kind")
+    if kind and "|" in kind:
+        kind = stated if stated in ("classification", "regression") else None
+    return kind or "classification"

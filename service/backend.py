@@ -3,8 +3,8 @@
 stores: one interface, local and REST implementations).
 
 Both return the API's own models (:class:`~service.api.schemas.ExperimentOut`, ...) and raise
-the same three errors, each a one-line message: :class:`InvalidInput` (exit 2), :class:`Missing`
-(exit 1) and :class:`Unavailable` (exit 1).
+the same errors, each a one-line message: :class:`InvalidInput` (exit 2), :class:`Missing`,
+:class:`Unavailable` and :class:`Refused` (exit 1).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class Missing(BackendError):
 
 class Unavailable(BackendError):
     """The server or the database cannot be reached."""
+
+
+class Refused(BackendError):
+    """The server refused the request: no or a wrong API token."""
 
 
 class Backend(Protocol):
@@ -180,7 +184,10 @@ class RemoteBackend:
                 from service.validation import format_errors
 
                 raise InvalidInput(format_errors(exc.detail)) from None
-            if exc.status in (400, 401, 403, 413, 415, 422):
+            if exc.status in (401, 403):
+                raise Refused(f"{what}: {format_detail(exc.detail)} (HTTP {exc.status}; set "
+                              "RNNHPO_API_TOKEN to the server's token)") from None
+            if exc.status in (400, 413, 415, 422):
                 raise InvalidInput([f"{what}: {format_detail(exc.detail)} (HTTP {exc.status})"]) from None
             raise Unavailable(f"{what}: HTTP {exc.status} from {self.label}: "
                               f"{_first_line(format_detail(exc.detail))}") from None

@@ -20,8 +20,7 @@ import httpx
 import numpy as np
 
 from service.api.schemas import ExperimentOut, ExperimentPage, SubmitResponse, TrialPage
-
-FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+from service.db.models import FINAL_EXPERIMENT_STATUSES as FINAL_STATUSES
 
 
 class ApiError(RuntimeError):

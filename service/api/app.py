@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service.db.models import EXPERIMENT_STATUSES
 from service.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -50,7 +51,7 @@ class MetricsState:
                                    ["outcome"], registry=self.registry)
 
     def refresh(self) -> None:
-        for status in ("queued", "running", "succeeded", "failed", "cancelled"):
+        for status in EXPERIMENT_STATUSES:
             try:
                 _, total = self.store.list_experiments(status=status, limit=1)
             except Exception:  # noqa: BLE001 - a scrape never fails on the database

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +16,12 @@ from service.api.schemas import (
     experiment_out,
     links_for,
 )
+from service.db.models import ExperimentStatus
 from service.submission import enqueue
 from service.validation import SpecError
 
 router = APIRouter(prefix="/experiments", tags=["experiments"])
 
-ExperimentStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 _ERRORS = {
     401: {"description": "missing or invalid bearer token (when RNNHPO_API_TOKEN is set)"},

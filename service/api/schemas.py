@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.db.models import FINAL_EXPERIMENT_STATUSES
+
 EXAMPLE_SPEC_YAML = """\
 name: iris-quick
 dataset: {name: iris}
@@ -132,7 +134,7 @@ def experiment_out(view: Any, *, with_spec: bool = False, dashboard_url: str | N
         eta = float(d["eta_s"])
     elif d.get("status") == "running" and elapsed is not None and total and done:
         eta = max(0.0, elapsed / done * (total - done))
-    elif d.get("status") in ("succeeded", "failed", "cancelled"):
+    elif d.get("status") in FINAL_EXPERIMENT_STATUSES:
         eta = 0.0
     progress = Progress(trials_total=total, trials_done=done,
                         fraction=(done / total) if total else None, best=d.get("best"),

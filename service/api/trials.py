@@ -15,14 +15,12 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS, TrialStatus
 from service.api.deps import NO_NUL_PATTERN, ExpIdPath, StoreDep, TrialIdPath
 from service.api.schemas import TrialPage, _dump
 
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
-
 router = APIRouter(tags=["trials"])
 
-TrialStatus = Literal["pending", "running", "completed", "diverged", "failed", "pruned"]
 SortKey = Literal["number", "id", "variant", "status", "test_metric", "train_metric", "loss",
                   "sparsity_out", "sparsity_all", "wall_time", "seed"]
 

@@ -6,19 +6,20 @@ these models describe the same tables (a test checks they agree).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from search.sink import TRIAL_STATUSES  # noqa: F401 - declared once, in the search layer
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS, TRIAL_STATUSES  # noqa: F401 - declared once
 
 #: Every experiment status, declared once.
-EXPERIMENT_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+ExperimentStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+EXPERIMENT_STATUSES: tuple[str, ...] = get_args(ExperimentStatus)
 #: Statuses an experiment does not leave by itself.
-FINAL_EXPERIMENT_STATUSES = ("succeeded", "failed", "cancelled")
+FINAL_EXPERIMENT_STATUSES: tuple[str, ...] = tuple(s for s in EXPERIMENT_STATUSES
+                                                   if s not in ("queued", "running"))
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

@@ -8,7 +8,6 @@ Only ``rnnhpo_*`` tables are considered by autogenerate.
 
 from __future__ import annotations
 
-import os
 
 from alembic import context
 
@@ -38,10 +37,11 @@ def _opts(dialect_name: str) -> dict:
 
 def _url() -> str:
     url = (context.get_x_argument(as_dictionary=True).get("url")
-           or config.get_main_option("sqlalchemy.url")
-           or os.environ.get("RNNHPO_DATABASE_URL"))
+           or config.get_main_option("sqlalchemy.url"))
     if not url:
-        raise RuntimeError("no database URL: pass -x url=... or set RNNHPO_DATABASE_URL")
+        from service.settings import Settings
+
+        url = Settings().database_url
     return url
 
 

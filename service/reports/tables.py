@@ -147,18 +147,19 @@ def rich_table(rows: list[VariantSummary], *, title: str, paper_dataset: str | N
                width: int | None = 100):
     """A Rich table of the columns that fit ``width`` (None: all); dropped columns are named in
     the caption, with the hint to use ``--wide``."""
+    from rich.markup import escape
     from rich.table import Table
 
     every = columns_for(rows, paper_dataset)
     cols = fit_columns(rows, every, width)
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left", caption_justify="left")
     for c in cols:
-        table.add_column(c.title, justify="right" if c.right else "left",
+        table.add_column(escape(c.title), justify="right" if c.right else "left",
                          style="dim" if c.title.startswith("paper") else None,
                          overflow="fold", no_wrap=c.priority > 0)
     for row in cells(rows, cols):
-        table.add_row(*row)
+        table.add_row(*(escape(x) for x in row))
     dropped = [c.title for c in every if c not in cols]
     if dropped:
-        table.caption = f"not shown: {', '.join(dropped)} (--wide shows every column)"
+        table.caption = escape(f"not shown: {', '.join(dropped)} (--wide shows every column)")
     return table

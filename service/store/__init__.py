@@ -43,7 +43,7 @@ from service.store.views import (
     NotFound,
     TrialView,
 )
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 
 __all__ = [
     "Store", "ExperimentView", "TrialView", "NotFound", "ExperimentRunning",

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from service.db.models import EXPERIMENT_STATUSES
+from service.db.models import EXPERIMENT_STATUSES, FINAL_EXPERIMENT_STATUSES
 from service.store._values import _check_status, _jsonable, _now
 from service.store.base import E, T, TP, EM, StoreBase
 from service.store.views import ExperimentRunning, ExperimentView, NotFound
@@ -125,7 +125,7 @@ class ExperimentQueue(StoreBase):
     def finish_experiment(self, exp_id: str, status: str, error: str | None = None) -> None:
         """End an experiment: ``succeeded``, ``failed`` or ``cancelled`` (see module docstring
         for what happens to its unfinished trials)."""
-        if status not in ("succeeded", "failed", "cancelled"):
+        if status not in FINAL_EXPERIMENT_STATUSES:
             raise ValueError(f"finish status must be succeeded, failed or cancelled, not {status!r}")
         with self._write() as conn:
             self._require_experiment(conn, exp_id, lock=True)

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from service.store._pgcopy import _parse_pg_binary
 from service.store.base import T, TP, StoreBase
 from service.store.trials import _EPOCH_INT, _TRACE_INT
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 
 
 class TraceStore(StoreBase):

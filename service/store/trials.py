@@ -11,12 +11,12 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from search.sink import TRIAL_STATUSES, TrialPlan, TrialRecord
+from search.sink import FINISHED_TRIAL_STATUSES, TRIAL_STATUSES, TrialPlan, TrialRecord
 from service.store._pgcopy import _pg_copy_chunks
 from service.store._values import _check_status, _columns, _int, _jsonable, _now, _num
 from service.store.base import E, EM, T, TP, StoreBase
 from service.store.views import TRIAL_SORT_COLUMNS, NotFound, TrialView
-from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
+from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS
 
 _FINAL_FLOAT_COLUMNS = ("train_metric", "test_metric", "loss", "data_loss", "penalty",
                         "sparsity_out", "sparsity_all", "weight_norm")
@@ -61,7 +61,7 @@ class TrialStore(StoreBase):
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(T.c.number, T.c.id, T.c.status, T.c.params, T.c.final, T.c.variant)
-                .where(T.c.experiment_id == exp_id, T.c.status.in_(("completed", "diverged")))
+                .where(T.c.experiment_id == exp_id, T.c.status.in_(FINISHED_TRIAL_STATUSES))
                 .order_by(T.c.number)).all()
         return {r.number: {"status": r.status, "params": r.params, "final": r.final or {},
                            "trial_id": r.id, "variant": r.variant} for r in rows}
