@@ -103,27 +103,43 @@ def grid_facets(store, exp_id: str, *, x: str | None = None, y: str | None = Non
     for name, v in (("x", x), ("y", y)):
         if v is not None and v != "variant" and trials and v not in searched:
             raise figures.FigureError(name, f"{v!r} was not searched; searched: {searched}")
-
-    def coord(t, name):
-        return t.variant if name == "variant" else t.params.get(name)
-
-    cells: dict[tuple[Any, Any, Any], list[float]] = defaultdict(list)
-    for t in trials:
-        key = (coord(t, facet), coord(t, x), coord(t, y))
-        v = figures.value(t, metric)
-        if None not in key and v is not None:
-            cells[key].append(v)
-    xs = figures._sortable({k[1] for k in cells})
-    ys = figures._sortable({k[2] for k in cells})
-    fn = {"mean": np.mean, "max": np.max, "min": np.min}[agg]
+    values = figures._sortable({t.variant if facet == "variant" else t.params.get(facet) for t in trials} - {None})
+    xs, ys, _, _, _ = figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=variant, agg=agg)
     panels = []
-    for fv in figures._sortable({k[0] for k in cells}):
-        grid = np.full((len(ys), len(xs)), np.nan)
-        for (f, xv, yv), vals in cells.items():
-            if f == fv:
-                grid[ys.index(yv), xs.index(xv)] = float(fn(vals))
+    for fv in values:
+        if facet == "variant":
+            fx, fy, g, _, _ = figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=fv, agg=agg)
+        else:
+            fx, fy, g, _, _ = _facet_cells(store, exp_id, x, y, metric, variant, agg, {facet: fv})
+        grid = np.full((len(ys), len(xs)), np.nan)  # every panel on the axes of the whole grid
+        for iy, yv in enumerate(fy):
+            for ix, xv in enumerate(fx):
+                grid[ys.index(yv), xs.index(xv)] = g[iy, ix]
         panels.append(Facet(fv, xs, ys, grid))
     return panels, x, y, facet
+
+
+def _facet_cells(store, exp_id, x, y, metric, variant, agg, where):
+    """``figures.grid_cells`` over the trials with the ``where`` parameter values."""
+    import inspect
+
+    if "where" in inspect.signature(figures.grid_cells).parameters:
+        return figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=variant, agg=agg, where=where)
+    trials = [t for t in figures.completed(store, exp_id, variant)
+              if all(t.params.get(k) == v for k, v in where.items())]
+    cells: dict[tuple[Any, Any], list[float]] = defaultdict(list)
+    for t in trials:
+        xv = t.variant if x == "variant" else t.params.get(x)
+        yv = t.variant if y == "variant" else t.params.get(y)
+        v = figures.value(t, metric)
+        if xv is not None and yv is not None and v is not None:
+            cells[(xv, yv)].append(v)
+    xs, ys = figures._sortable({k[0] for k in cells}), figures._sortable({k[1] for k in cells})
+    grid = np.full((len(ys), len(xs)), np.nan)
+    fn = {"mean": np.mean, "max": np.max, "min": np.min}[agg]
+    for (xv, yv), vals in cells.items():
+        grid[ys.index(yv), xs.index(xv)] = float(fn(vals))
+    return xs, ys, grid, x, y
 
 
 def trial_rows(store, exp_id: str, metrics: list[str]) -> tuple[list[str], list[dict[str, Any]]]:

@@ -22,7 +22,6 @@ from service.api.deps import NO_NUL_PATTERN, ExpIdPath, RunnerDep, SettingsDep, 
 from service.api.experiments import _dashboard
 from service.api.schemas import ExperimentOut, experiment_out
 from service.reports import figures, tables, ui_data
-from service.reports.compare import compare
 from service.store import TRACE_COLUMNS
 from service.ui import editor
 from service.ui.paired import comparison_table
@@ -186,16 +185,14 @@ def experiment_summary(request: Request, exp_id: ExpIdPath, store: StoreDep, set
 @router.get("/partials/experiments/{exp_id}/compare", response_class=HTMLResponse)
 def comparison(request: Request, exp_id: ExpIdPath, store: StoreDep, settings: SettingsDep,
                by: Literal["variant", "config"] = Query("variant"),
-               reference: str | None = Query(None, max_length=200, pattern=NO_NUL_PATTERN),
-               metric: str = Query("test_metric", max_length=40, pattern=NO_NUL_PATTERN)) -> HTMLResponse:
-    """The comparison table (the API's rows and the CLI's columns), with paired statistics
+               reference: str | None = Query(None, max_length=200, pattern=NO_NUL_PATTERN)) -> HTMLResponse:
+    """The comparison table (the API's rows in the CLI's columns), with paired statistics
     against a reference variant where the reports layer provides them."""
     view = store.get_experiment(exp_id)
     if view is None:
         raise HTTPException(404, detail=f"experiment {exp_id!r} not found")
-    rows = compare(store, [exp_id], by_config=by == "config")
-    paper = tables.paper_protocol(view.spec)
-    table = comparison_table(store, exp_id, rows, paper, reference=reference, metric=metric)
+    table = comparison_table(store, exp_id, by_config=by == "config", reference=reference or None,
+                             paper=tables.paper_protocol(view.spec))
     return templates.TemplateResponse(request, "_compare.html", {
         **_common(request, settings), "exp_id": exp_id, "by": by, "table": table})
 
