@@ -258,6 +258,14 @@ def test_experiment_charts_render_and_match_the_api(page, server, grid_exp):
         page.locator("#card-convergence a.csv").click()
     text = Path(dl.value.path()).read_text()
     assert text.splitlines()[0] == "variant,step,n,loss_mean,loss_std"
+    with page.expect_download() as dl:
+        page.locator("#chart-convergence .modebar-btn[data-title='Download plot as SVG']").click()
+    assert dl.value.suggested_filename == "rnnhpo-convergence.svg"
+    assert Path(dl.value.path()).read_text().startswith("<svg")
+    page.hover("#chart-grid")
+    with page.expect_download() as dl:
+        page.locator("#chart-grid .modebar-btn[data-title='Download plot as a PNG']").click()
+    assert Path(dl.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # log scale and a different metric re-draw from the server
     page.select_option("#card-convergence select[name=log]", "true")
     page.select_option("#card-convergence select[name=metric]", "grad_norm")

@@ -126,7 +126,9 @@ def convergence(store, exp_id: str, *, metric: str = "loss", mode: str = "best",
     layout = _layout(f"{LABELS.get(metric, metric)} over iterations ({which} per variant)",
                      "iteration k", LABELS.get(metric, metric))
     if log:
-        layout["yaxis"]["type"] = "log"
+        layout["yaxis"].update(type="log", dtick="D2")  # labels at 1, 2, 5 of each decade only
+    if metric.startswith("sparsity"):
+        layout["yaxis"]["rangemode"] = "nonnegative"  # a share: an all-zero curve sits on the axis
     return Chart(data, layout, ["variant", "step", "n", f"{metric}_mean", f"{metric}_std"], rows,
                  None if data else "no completed trial has a trace yet")
 
