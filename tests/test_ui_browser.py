@@ -247,8 +247,9 @@ def test_experiment_charts_render_and_match_the_api(page, server, grid_exp):
     assert len(roles(figs["chart-learning"], "mean")) == 4  # (train, test) x 2 variants
     assert len(figs["chart-grid"]["data"]) == 2  # one heatmap per value of the third parameter (alpha)
     assert [t["meta"]["facet"] for t in figs["chart-grid"]["data"]] == [0.01, 0.1]
+    objs = _objectives(server, grid_exp)
     assert [d["label"] for d in figs["chart-parallel"]["data"][0]["dimensions"]] == [
-        "variant", "lr", "lam", "alpha", "test_metric", "sparsity_out"]
+        "variant", "lr", "lam", "alpha", *dict.fromkeys(objs + ["test_metric"])]
     assert [t["name"] for t in figs["chart-pareto"]["data"]] == ["GRU", "SL1-GRU", "Pareto front"]
     # plotly's modebar offers PNG and our SVG download; every chart links its CSV
     page.hover("#chart-convergence")
@@ -283,12 +284,22 @@ def test_experiment_charts_render_and_match_the_api(page, server, grid_exp):
     shot(page, "experiment")
 
 
+def _final(t: dict, metric: str) -> float:
+    """A trial's final metric as the API returns it (column, else the ``final`` JSON)."""
+    return t[metric] if t.get(metric) is not None else t["final"][metric]
+
+
 def _best_config(trials: list[dict], metric: str) -> list[dict]:
     """Independent of service.reports: the configuration with the largest mean metric."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for t in sorted(trials, key=lambda t: t["number"]):
         groups[json.dumps(t["params"], sort_keys=True)].append(t)
-    return max(groups.values(), key=lambda g: (np.mean([t[metric] for t in g]), len(g)))
+    return max(groups.values(), key=lambda g: (np.mean([_final(t, metric) for t in g]), len(g)))
+
+
+def _objectives(server, exp_id: str) -> list[str]:
+    """The search's objectives as the API reports the stored spec."""
+    return [o["metric"] for o in server.api(f"/experiments/{exp_id}")["spec"]["search"]["objectives"]]
 
 
 def charts_match_the_api(page, server, grid_exp, figs):
@@ -298,7 +309,8 @@ def charts_match_the_api(page, server, grid_exp, figs):
     by_variant = defaultdict(list)
     for t in trials:
         by_variant[t["variant"]].append(t)
-    chosen = {v: _best_config(ts, "test_metric") for v, ts in by_variant.items()}
+    objs = _objectives(server, grid_exp)
+    chosen = {v: _best_config(ts, objs[0]) for v, ts in by_variant.items()}
 
     def mean_line(fig, variant):
         return next(t for t in fig["data"] if t["meta"].get("role") == "mean" and t["meta"]["variant"] == variant
@@ -339,7 +351,7 @@ def charts_match_the_api(page, server, grid_exp, figs):
     groups = defaultdict(list)
     for t in trials:
         groups[(t["variant"], json.dumps(t["params"], sort_keys=True))].append(t)
-    pts = np.array([(np.mean([t["test_metric"] for t in g]), np.mean([t["sparsity_out"] for t in g]))
+    pts = np.array([(np.mean([_final(t, objs[0]) for t in g]), np.mean([_final(t, objs[1]) for t in g]))
                     for g in groups.values()])
     drawn = np.array([(x, y) for tr in figs["chart-pareto"]["data"][:-1] for x, y in zip(tr["x"], tr["y"])])
     np.testing.assert_allclose(sorted(map(tuple, drawn)), sorted(map(tuple, pts)), rtol=1e-12)

@@ -74,6 +74,7 @@ def record(plan: TrialPlan, steps: int = 400, epochs: int = 6) -> TrialRecord:
     epoch_rec = {"epoch": ep, "train_metric": np.minimum(test + 0.03, 1.0), "test_metric": test,
                  "train_loss": loss[:: max(1, steps // epochs)][:epochs], "wall_time": (ep + 1) * 0.1}
     final = {"train_metric": float(epoch_rec["train_metric"][-1]), "test_metric": float(test[-1]),
+             "val_metric": float(test[-1] - 0.01),  # what selection sees, where the search layer has it
              "loss": float(loss[-1]), "data_loss": float(loss[-1] * 0.9), "penalty": float(loss[-1] * 0.1),
              "sparsity_out": float(sparsity[-1]), "sparsity_all": float(sparsity[-1] / 4),
              "weight_norm": float(trace["weight_norm"][-1]), "steps": steps, "wall_time": 0.6}
