@@ -46,11 +46,11 @@ def comparison_table(store, exp_id: str, *, by_config: bool = False, reference: 
                             variants or list(dict.fromkeys(r.variant for r in rows)),
                             raw=[r.model_dump() for r in rows])
     if paired:
-        refs = {r.reference for r in rows if getattr(r, "reference", None)}
-        table.reference = reference or (refs.pop() if len(refs) == 1 else None)
+        refs = sorted({r.reference for r in rows if getattr(r, "reference", None)})
+        table.reference = reference or (refs[0] if len(refs) == 1 else None)
         table.paired = True
         table.note = ("paired over (seed, split) on the test metric: Δ = variant − reference, 95% t CI, "
-                      "Holm-adjusted Wilcoxon p decides the verdict" if refs or reference else
+                      "Holm-adjusted Wilcoxon p decides the verdict" if refs else
                       "no variant has a reference to be paired with: pick one")
     elif by_config:
         table.note = "one row per configuration; paired statistics compare variants (rows per variant)"
