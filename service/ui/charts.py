@@ -86,7 +86,7 @@ def _layout(title: str, x_title: str, y_title: str, **extra) -> dict[str, Any]:
     return layout
 
 
-def _bands(curves: figures.Curves, metric: str, colors: dict[str, str], x_name: str
+def _bands(curves: figures.Curves, metric: str, colors: dict[str, str]
            ) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     """Two traces per variant (a filled mean ± std band and the mean line) and the CSV rows."""
     data, rows = [], []
@@ -121,7 +121,7 @@ def convergence(store, exp_id: str, *, metric: str = "loss", mode: str = "best",
     sparsity column)."""
     spec = store.get_experiment(exp_id).spec
     curves = figures.curves(store, exp_id, [metric], mode, points)
-    data, rows = _bands(curves, metric, variant_colors(spec), "step")
+    data, rows = _bands(curves, metric, variant_colors(spec))
     which = "best configuration" if mode == "best" else "all completed trials"
     layout = _layout(f"{LABELS.get(metric, metric)} over iterations ({which} per variant)",
                      "iteration k", LABELS.get(metric, metric))
@@ -142,7 +142,7 @@ def learning(store, exp_id: str, *, metrics: tuple[str, ...] = ("train_metric", 
     colors = variant_colors(spec)
     data, rows = [], []
     for metric in metrics:
-        d, r = _bands(curves, metric, colors, "epoch")
+        d, r = _bands(curves, metric, colors)
         for trace in d:
             trace["meta"]["metric"] = metric
             if trace["meta"]["role"] == "mean":
