@@ -391,6 +391,12 @@ def test_trial_page_zooms_and_downsamples(page, server):
     full = server.api(f"/trials/{trial_id}/trace", metrics="loss", max_points=1000)
     assert [r[0] for r in full["rows"]] == fig["data"][0]["x"]  # the API's own down-sampling
     assert page.locator("#trace-info").inner_text().startswith(f"showing {returned} of 20000 rows")
+    epochs = wait_chart(page, "chart-epochs")
+    api_epochs = server.api(f"/trials/{trial_id}/epochs")["columns"]
+    for t in epochs["data"]:
+        assert t["y"] == pytest.approx(api_epochs[t["meta"]["metric"]], rel=1e-12)
+    assert [t["meta"]["metric"] for t in epochs["data"]] == ["train_metric", "test_metric", "train_loss"]
+    page.evaluate("window.scrollTo(0, 0)")
     # zoom by dragging across the top panel: the server sends the range again, in full detail
     box = page.locator("#chart-trace .nsewdrag").first.bounding_box()
     y = box["y"] + box["height"] / 2

@@ -219,3 +219,14 @@ def test_comparison_table_is_the_api_rows_with_a_selectable_reference(env):
     assert any(r.get("reference") == "GRU" for r in api_ref)
     gru_row = re.search(r'<tr data-variant="GRU".*?</tr>', ref, re.S).group(0)
     assert "vs SL1-GRU" in gru_row  # GRU is now compared with the chosen reference
+
+
+def test_trials_partial_filters_sorts_and_pages(env):
+    client, store, exp_id, _ = env
+    html = client.get(f"/ui/partials/experiments/{exp_id}/trials?variant=SL1-GRU&sort=test_metric&order=desc"
+                      "&limit=5&offset=5").text
+    ids = [int(i) for i in re.findall(r'data-trial-id="(\d+)"', html)]
+    expected, total = store.list_trials(exp_id, variant="SL1-GRU", sort="test_metric", descending=True,
+                                        limit=5, offset=5)
+    assert ids == [t.id for t in expected] and total == 16
+    assert "6–10 of 16" in html and "← previous" in html and "next →" in html
