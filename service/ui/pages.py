@@ -156,7 +156,8 @@ def experiment_page(request: Request, exp_id: ExpIdPath, store: StoreDep, settin
     return templates.TemplateResponse(request, "experiment.html", {
         **_common(request, settings), **_summary_ctx(view, out), "spec": spec,
         "spec_yaml": _yaml(spec), "objectives": list(zip(objs, dirs)), "searched": searched,
-        "variants": variants, "applicable": figures.applicable(spec) if spec.get("search") else [],
+        "variants": variants,
+        "grid_search": bool(searched) and (spec.get("search") or {}).get("algorithm", "grid") == "grid",
         "final_metrics": figures.FINAL_METRICS, "trace_metrics": [c for c in TRACE_COLUMNS if c not in ("step", "epoch")],
         "trial_sorts": TRIAL_SORTS})
 
