@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 # Debian's Chromium for the browser tests of /ui (Playwright's client drives it; Playwright's own
 # browser download is never used). Without it those tests skip locally and fail under CI=true.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
 		|| echo "chromium is not installed: the /ui browser tests will skip (and fail under CI=true)"
 
 test: install
