@@ -1,21 +1,25 @@
 """API load benchmark: concurrent submissions and trace-query latency, over real HTTP.
 
     python benchmarks/api_load.py                       # SQLite in a temp dir, submissions stored only
-    python benchmarks/api_load.py --db postgresql://postgres@127.0.0.1:5432/rnnhpo_bench
-    python benchmarks/api_load.py --full                # also run the 50 experiments (in-process runner)
+    python benchmarks/api_load.py --pg                  # a throwaway PostgreSQL database
+    python benchmarks/api_load.py --full                # also run the submitted experiments (in-process runner)
 
 It starts ``rnnhpo serve`` on a free loopback port, then
 
-1. fires ``--n`` (50) submissions at once from as many threads and checks every one is stored
+1. fires ``--n`` (200) submissions at once from as many threads and checks every one is stored
    (and, with ``--full``, that every one runs to ``succeeded``);
 2. inserts a synthetic ``--points`` (100k)-point trace through ``Store.record_trial`` and times
-   ``GET /trials/{id}/trace`` in full (JSON and CSV) and down-sampled (``max_points``, ``every``).
+   ``GET /trials/{id}/trace`` in full (JSON and CSV) and down-sampled (``max_points``, ``every``);
+3. lets ``--readers`` (20) clients read that whole trace at once (half JSON, half CSV) and reports
+   their latency (p50, p95) and the server's peak RSS above its RSS before them (sampled from
+   /proc every 50 ms).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import threading
 import signal
 import socket
 import statistics
@@ -123,7 +127,7 @@ def bench_submissions(url: str, n: int, full: bool, timeout: float) -> None:
     print(f"  full run: all {n} ran in {time.perf_counter() - t0:.1f} s: {done}")
 
 
-def bench_trace(url: str, db: str, points: int, repeats: int) -> None:
+def bench_trace(url: str, db: str, points: int, repeats: int) -> int:
     from search.sink import TrialPlan, TrialRecord
     from service.store import Store
     from trainer.result import EPOCH_COLUMNS, TRACE_COLUMNS
@@ -163,6 +167,49 @@ def bench_trace(url: str, db: str, points: int, repeats: int) -> None:
                 size = len(r.content)
             print(f"  {label:<30} median {1000 * statistics.median(times):8.1f} ms  "
                   f"(min {1000 * min(times):.1f})  {size / 1e6:7.2f} MB")
+    return tid
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_readers(url: str, tid: int, pid: int, readers: int) -> None:
+    """``readers`` clients stream the whole trace at once; latency and the server's RSS growth."""
+    def read(i: int) -> tuple[float, int]:
+        t0, n = time.perf_counter(), 0
+        with httpx.stream("GET", f"{url}/api/v1/trials/{tid}/trace", params={"format": "csv" if i % 2 else "json"},
+                          timeout=600) as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                n += len(chunk)
+        return time.perf_counter() - t0, n
+
+    read(0), read(1)  # warm-up: the server's first read of each format
+    base = rss_mb(pid)
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=readers) as pool:
+        results = list(pool.map(read, range(readers)))
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    lat = [dt for dt, _ in results]
+    print(f"readers: {readers} concurrent full-trace reads in {wall:.1f} s; latency p50 {pct(lat, 50):.2f} s, "
+          f"p95 {pct(lat, 95):.2f} s; {sum(n for _, n in results) / 1e6:.0f} MB sent; server RSS "
+          f"{base:.0f} MB before, peak +{peak[0] - base:.0f} MB")
 
 
 def main() -> None:
@@ -171,7 +218,8 @@ def main() -> None:
     ap.add_argument("--pg", action="store_true",
                     help="use a throwaway database on the PostgreSQL at $RNNHPO_TEST_PG_ADMIN "
                          "(default postgresql://postgres@127.0.0.1:5432/postgres), dropped afterwards")
-    ap.add_argument("--n", type=int, default=50, help="concurrent submissions")
+    ap.add_argument("--n", type=int, default=200, help="concurrent submissions")
+    ap.add_argument("--readers", type=int, default=20, help="concurrent full-trace readers")
     ap.add_argument("--points", type=int, default=100_000, help="synthetic trace length")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--full", action="store_true", help="also run every submitted experiment")
@@ -197,7 +245,8 @@ def main() -> None:
     try:
         print(f"server {url}  database {db.split('@')[-1]}")
         bench_submissions(url, args.n, args.full, args.timeout)
-        bench_trace(url, db, args.points, args.repeats)
+        tid = bench_trace(url, db, args.points, args.repeats)
+        bench_readers(url, tid, proc.pid, args.readers)
     finally:
         stop_server(proc)
         if pg_name:

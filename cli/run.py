@@ -28,24 +28,28 @@ def quick_version(spec):
 def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spec (YAML or JSON); not needed with --resume")] = None,
         quick: Annotated[bool, typer.Option("--quick", help="demo size: 3 seeds, <= 60 epochs")] = False,
         db: DbOpt = None,
-        resume: Annotated[Optional[str], typer.Option("--resume", help="resume this experiment id (its stored spec is used)")] = None,
+        resume: Annotated[Optional[str], typer.Option("--resume", help="resume this experiment id: re-run its failed and "
+                                                                       "missing trials (its stored spec is used)")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print the comparison as JSON")] = False,
         wide: WideOpt = False,
         plots_dir: Annotated[Optional[Path], typer.Option(help="where to save the PNG plots (default HOME/plots/ID)")] = None,
         no_plots: Annotated[bool, typer.Option("--no-plots", help="do not save plots")] = False) -> None:
-    """Run an experiment end to end on local Ray (or RAY_ADDRESS) and print the comparison."""
-    from service.backend import InvalidInput, LocalBackend
+    """Run an experiment end to end on local Ray (or RAY_ADDRESS) and print the comparison.
+
+    Ctrl-C (or SIGTERM) stops the packs and leaves the experiment cancelled; `rnnhpo run --resume ID`
+    continues it. A server on the same database never takes it over while this runs."""
+    from service.backend import LocalBackend
+    from service.runner import run_local
+    from service.store import ExperimentRunning, NotFound
+    from service.submission import validate
+    from service.validation import SpecError, format_errors
 
     settings = make_settings(db)
     local = LocalBackend(settings)
+    spec = None
     if resume:
-        view = local.store.get_experiment(resume)
-        if view is None:
-            fail(f"--resume: no experiment {resume} in {local.label}", 1)
-        if view.status == "succeeded":
-            fail(f"--resume: experiment {resume} already {view.status}", 2)
-        local.store.requeue(resume)
-        exp_id = resume
+        if spec_file is not None:
+            fail("give a SPEC_FILE or --resume ID, not both (a resumed experiment keeps its stored spec)", 2)
     elif spec_file is None:
         fail("give a SPEC_FILE, or --resume ID", 2)
     else:
@@ -53,26 +57,20 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
         if quick:
             raw, ctype = _quick_body(raw, ctype), "application/json"
         try:
-            exp_id = local.submit(raw, ctype).id
-        except InvalidInput as exc:
-            fail([f"{spec_file}: {line}" for line in exc.lines], 2)
+            spec, _ = validate(settings, raw, ctype)
+        except SpecError as exc:
+            fail([f"{spec_file}: {line}" for line in format_errors(exc.errors)], 2)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.driver import run_experiment
-    from service.runner import Runner, default_runner_id
-
-    store = local.store
-    runner_id = default_runner_id()
-    view = store.claim_experiment(runner_id, exp_id=exp_id)
-    if view is None:
-        fail(f"experiment {exp_id} is being run by another runner", 1)
-    err_console.print(f"experiment [bold]{exp_id}[/bold]  {local.label}")
+    def hint(exp_id: str) -> None:
+        err_console.print(f"interrupted: experiment {exp_id} cancelled; resume it with "
+                          f"`rnnhpo run --resume {exp_id}`", highlight=False)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
                   TextColumn("{task.fields[packs]}"), TextColumn("{task.fields[best]}"),
                   TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
                   console=err_console, transient=False) as bar:
-        task_id = bar.add_task(view.name, total=None, packs="", best="", eta="-")
+        task_id = bar.add_task(spec.name if spec is not None else resume, total=None, packs="", best="", eta="-")
         shown = {"url": False}
 
         def show(p) -> None:
@@ -84,17 +82,25 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
             bar.update(task_id, total=p.trials_total, completed=p.trials_done,
                        packs=f"packs {p.packs_done}/{p.packs_total}", best=best, eta=eta)
 
-        def run_fn(spec, sink, *, progress=None, should_cancel=None):
-            def both(p):
-                show(p)
-                if progress:
-                    progress(p)
-            return run_experiment(spec, sink, progress=both, should_cancel=should_cancel)
+        def started(exp_id: str) -> None:
+            err_console.print(f"experiment [bold]{exp_id}[/bold]  {local.label}")
 
-        runner = Runner(settings, store=store, runner_id=runner_id, run_fn=run_fn, init_ray=True)
-        status = runner.execute(view)
+        try:
+            outcome = run_local(settings, spec=spec, resume_id=resume, progress=show, on_start=started,
+                                on_interrupt_exit=hint)
+        except NotFound:
+            fail(f"--resume: no experiment {resume} in {local.label}", 1)
+        except ExperimentRunning as exc:
+            fail(f"--resume: {exc}; cancel it first or wait", 1)
+        except ValueError as exc:
+            fail(f"--resume: {exc}", 2)
+    exp_id, status = outcome.exp_id, outcome.status
+    if outcome.interrupted or status == "cancelled":
+        hint(exp_id)
+        raise typer.Exit(130 if outcome.interrupted else 1)
+    store = local.store
     final = store.get_experiment(exp_id)
-    if status == "succeeded" and not no_plots:
+    if status in ("succeeded", "partial") and not no_plots:
         from service.reports.figures import save_figures
 
         for path in save_figures(store, exp_id, plots_dir or settings.plots_dir / exp_id):
@@ -107,7 +113,9 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
         show_comparison(local, [exp_id], wide=wide, title=f"{final.name} ({exp_id}) — {status}")
     if status != "succeeded":
         if final.error:
-            err_console.print(final.error.splitlines()[0])
+            err_console.print(final.error.splitlines()[0], highlight=False)
+        if status in ("partial", "failed"):
+            err_console.print(f"`rnnhpo run --resume {exp_id}` re-runs the failed trials", highlight=False)
         raise typer.Exit(1)
 
 

@@ -1,7 +1,10 @@
 """Run an experiment end to end: plan trials, pack them, execute on Ray Tune, tell Optuna.
 
 Resumable: trials already finished in the sink are never re-run; trials registered but not
-finished (a crash mid-round) are re-run with the parameters recorded for them.
+finished (a crash mid-round, a failure) are re-run with the parameters recorded for them.
+
+Before anything runs, the packs' resource request is checked against the cluster: one that no
+node can ever satisfy raises :class:`~search.faults.ResourceUnsatisfiable` naming the field.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.execution import PackOutcome, run_packs
-from search.packing import make_packs
+from search.cluster import cluster_shape
+from search.execution import PackOutcome, load_job_task, run_packs
+from search.faults import ResourceUnsatisfiable, RetryPolicy
+from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
 from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
                              select_configurations, test_plans, trial_plans)
-from search.ray_runtime import ensure_ray, tune_storage_dir
+from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
+from search.writer import HandOffSink, start_writer
 
 FINISHED = ("completed", "diverged", "pruned")
 
@@ -47,6 +53,8 @@ class SearchSummary:
     dashboard_url: str | None
     wall_time: float
     pareto: list[dict] = field(default_factory=list)
+    #: readable failure reason -> number of trials that failed with it
+    failures: dict[str, int] = field(default_factory=dict)
 
 
 def task_kind(spec: ExperimentSpec) -> str:
@@ -88,11 +96,23 @@ def _params_key(params: dict[str, Any]) -> tuple:
 class _Run:
     """State of one run of an experiment (one call of run_experiment)."""
 
-    def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel):
+    def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel,
+                 run_id: str | None = None, retry: RetryPolicy | None = None):
         self.spec, self.sink = spec, sink
+        self.label = run_label(run_id or getattr(sink, "experiment_id", None))
+        base = retry or RetryPolicy()
+        # unknown errors get the spec's max_failures retries; the budget and backoff are the service's
+        self.retry = RetryPolicy(base.budget_s, base.base_s, base.max_delay_s,
+                                 max_unknown=spec.execution.max_failures)
+        self.failures: dict[str, int] = defaultdict(int)
+        self.rounds = 0
         self.progress_cb, self.should_cancel = progress, should_cancel
         self.started = time.monotonic()
         self.dashboard_url: str | None = None
+        self._cluster: ClusterShape | None = None
+        self._member_bytes = 0.0
+        #: hand results to a writer actor (default: when packs hold GPUs)
+        self.hand_off: bool | None = None
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
         self.studies = [VariantStudy(spec, i, self.directions) for i, v in enumerate(spec.variants)
@@ -170,15 +190,23 @@ class _Run:
         return max(2 * slots, math.ceil(per_variant / 4))
 
     def parallel_slots(self) -> int:
-        """Packs the cluster can run at once. Its total CPUs, not the ones free right now: actors
-        of the previous round may still be releasing theirs."""
-        import ray
+        """Packs the cluster can run at once (see :meth:`pack_plan`)."""
+        return self.pack_plan().slots
 
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, int(cpus // self.spec.execution.cpus_per_pack))
+    def pack_plan(self) -> PackPlan:
+        """Pack sizes and resources for the cluster: its total CPUs and GPUs, not the ones free
+        right now (actors of the previous round may still be releasing theirs)."""
+        ex = self.spec.execution
+        if self._cluster is None:
+            self._cluster = cluster_shape()
+            self._member_bytes = spec_member_bytes(self.spec)
+        explicit = ex.pack_size if "pack_size" in ex.model_fields_set else None
+        return plan_packs(self._cluster, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+                          pack_size=explicit, member_bytes=self._member_bytes)
 
     def run(self) -> SearchSummary:
-        self.dashboard_url = ensure_ray(self.spec.execution.ray_address)
+        self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
+        check_resources(self.spec, gpus_per_pack=self.pack_plan().gpus_per_pack)
         pending, known_numbers, next_number = self.resume()
         self.emit()
         n_failed = 0
@@ -223,7 +251,8 @@ class _Run:
         if not self.cancelled and (budget is None or time.monotonic() - self.started < budget):
             n_failed += self.test_phase(budget)
         return SearchSummary(self.total, self.done, n_failed, self.cancelled, self.best,
-                             self.dashboard_url, time.monotonic() - self.started, self.pareto())
+                             self.dashboard_url, time.monotonic() - self.started, self.pareto(),
+                             dict(self.failures))
 
     def selected(self, variant_index: int) -> list[dict[str, Any]]:
         """The configurations of a variant to evaluate on the test split, chosen on validation
@@ -265,10 +294,11 @@ class _Run:
         if not plans:
             return 0
         ex = self.spec.execution
-        slots = self.parallel_slots()
+        plan = self.pack_plan()
         objective = self.spec.search.objectives[0].metric if role == "select" else "test_metric"
         dataset = {**self.spec.dataset.model_dump(mode="json")}
-        jobs = make_packs(plans, ids, pack_size=1 if ex.timing == "solo" else ex.pack_size, slots=slots, dataset=dataset,
+        jobs = make_packs(plans, ids, pack_size=1 if ex.timing == "solo" else plan.pack_size, slots=plan.slots,
+                          dataset=dataset,
                           objective=objective, maximize=self.directions[0] == "maximize",
                           asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
         if ex.inject_failure:
@@ -290,11 +320,18 @@ class _Run:
             self.emit()
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
-        outcomes = run_packs(
-            jobs, self.sink, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
-            max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
-            name=f"{self.spec.name}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-            on_pack_done=on_pack_done, time_budget_s=remaining)
+        self.rounds += 1
+        writer = start_writer(self.sink) if (plan.on_gpu if self.hand_off is None else self.hand_off) else None
+        try:
+            outcomes = run_packs(
+                jobs, HandOffSink(self.sink, writer) if writer else self.sink,
+                cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
+                max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
+                name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
+                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+        finally:
+            if writer is not None:
+                self.store_failures(writer)
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
@@ -303,10 +340,23 @@ class _Run:
             if outcome.ok or self.cancelled:
                 continue
             for trial_id, number in zip(job.trial_ids, job.trial_numbers):
-                if states.get(number, {}).get("status") not in FINISHED:
-                    self.sink.trial_failed(trial_id, outcome.error or "pack failed")
+                status = states.get(number, {}).get("status")
+                if status not in FINISHED:
+                    why = outcome.error or "pack failed"
+                    if status != "failed":
+                        self.sink.trial_failed(trial_id, why)
+                    self.failures[why] += 1
                     failed += 1
         return failed
+
+    def store_failures(self, writer) -> None:
+        """Wait for the writer to store every handed-off result; trials it could not store fail
+        (with the reason), so a resume runs them again."""
+        import ray
+
+        for trial_id, why in ray.get(writer.drain.remote()).items():
+            self.sink.trial_failed(trial_id, why)
+        ray.kill(writer)
 
     def pareto(self) -> list[dict]:
         if len(self.spec.search.objectives) < 2:
@@ -318,8 +368,68 @@ class _Run:
         return front
 
 
+def spec_member_bytes(spec: ExperimentSpec) -> float:
+    """Estimated device memory of one member of ``spec``: its hidden size and batch on its
+    dataset's shape (the Iris shape when the data cannot be read here)."""
+    dataset = spec.dataset.model_dump(mode="json")
+    try:
+        task = load_job_task(_TaskRef(dataset))
+        seq_len, n_inputs, n_train = task.x_train.shape[1], task.x_train.shape[2], task.x_train.shape[0]
+        n_outputs = task.n_outputs
+    except Exception:  # noqa: BLE001 - the estimate is a plan, never a reason to fail
+        seq_len, n_inputs, n_outputs, n_train = 4, 1, 3, 128
+    t = spec.training
+    hidden = t.hidden
+    for variant in spec.variants:
+        searched = spec.space_for(variant).get("hidden")
+        hidden = max([hidden, int(variant.params.get("hidden", 0)), *getattr(searched, "values", ()),
+                      int(getattr(searched, "high", 0) or 0)])
+    batch = min(t.batch_size or n_train, n_train)
+    return member_bytes(hidden=hidden, seq_len=seq_len, n_inputs=n_inputs, n_outputs=n_outputs,
+                        batch=batch, itemsize=8 if t.dtype == "float64" else 4)
+
+
+@dataclass
+class _TaskRef:
+    """As much of a PackJob as ``load_job_task`` reads."""
+
+    dataset: dict
+    fold: int | None = None
+    data: dict | None = None
+
+
+def cluster_capacity() -> list[dict[str, float]]:
+    """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
+    import ray
+
+    return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
+            for n in ray.nodes() if n.get("Alive", True)]
+
+
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None, *,
+                    gpus_per_pack: float | None = None) -> None:
+    """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
+    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node
+    (``gpus_per_pack``: the planned value, for a spec that says ``auto``)."""
+    nodes = cluster_capacity() if nodes is None else nodes
+    ex = spec.execution
+    if gpus_per_pack is not None or ex.gpus_per_pack == "auto":
+        ex = ex.model_copy(update={"gpus_per_pack": gpus_per_pack or 0.0})
+    if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
+        return
+    max_cpu = max((n["CPU"] for n in nodes), default=0)
+    max_gpu = max((n["GPU"] for n in nodes), default=0)
+    if ex.gpus_per_pack > max_gpu:
+        raise ResourceUnsatisfiable(f"execution.gpus_per_pack={ex.gpus_per_pack:g}: no node of the Ray "
+                                    f"cluster has that many GPUs (most on one node: {max_gpu:g})")
+    raise ResourceUnsatisfiable(f"execution.cpus_per_pack={ex.cpus_per_pack:g}: no node of the Ray "
+                                f"cluster has that many CPUs (most on one node: {max_cpu:g})")
+
+
 def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,
                    progress: Callable[[SearchProgress], None] | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> SearchSummary:
-    """Run (or resume) ``spec``, storing every trial through ``sink``."""
-    return _Run(spec, sink, progress, should_cancel).run()
+                   should_cancel: Callable[[], bool] | None = None,
+                   run_id: str | None = None, retry: RetryPolicy | None = None) -> SearchSummary:
+    """Run (or resume) ``spec``, storing every trial through ``sink``. ``run_id`` (the experiment
+    id) names Tune's run directories; ``retry`` sets the backoff and budget for pack failures."""
+    return _Run(spec, sink, progress, should_cancel, run_id, retry).run()

@@ -1,13 +1,21 @@
 """Run packs as Ray Tune trials.
 
 Each :class:`~search.packing.PackJob` is one Ray Tune trial with its own resources (fractional
-GPUs allowed); Ray Tune retries a failed pack ``max_failures`` times. Inside the worker the pack
-trains with ``trainer.train.train_pack`` and every member's result, trace included, is written
-through the sink in bulk, once per trial; ``tune.report`` carries only a small summary per pack.
+GPUs allowed). Inside the worker the pack trains with ``trainer.train.train_pack`` and every
+member's result, trace included, is written through the sink in bulk, once per trial;
+``tune.report`` carries only a small summary per pack.
+
+Failures (:mod:`search.faults`): a deterministic error inside a pack (bad data, an invalid
+setting) fails its members at once with a readable reason and is never retried. A pack lost to
+the infrastructure (worker or node died, database unreachable) is run again in a fresh Tune run
+after an exponential backoff with jitter, until the retry budget is spent; unknown errors get at
+most ``max_failures`` such retries. Storing a member's result is retried from the result in
+memory (the pack is not trained again) on infrastructure faults.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -18,8 +26,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from ray import tune
 
+from search.cluster import placement
+from search.faults import RetryPolicy, call_with_retry, classify, reason, sleep_unless
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
+
+log = logging.getLogger("rnnhpo.search")
 
 
 @dataclass
@@ -30,6 +42,8 @@ class PackOutcome:
     best_value: float | None
     best_trial_id: int | None
     members: int
+    kind: str | None = None      # failure kind (search.faults.classify) when not ok
+    attempts: int = 1
 
 
 def resolve_device(requested: str) -> str:
@@ -117,42 +131,48 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
         pack_id=job.pack_id, pack_size=job.size, attempt=attempt, extra=extra)
 
 
-def _next_attempt() -> int:
-    """Count this Ray Tune trial's attempts in its trial directory (kept across retries)."""
-    try:
-        trial_dir = Path(tune.get_context().get_trial_dir())
-    except Exception:  # noqa: BLE001 - outside Tune (direct calls) there is no trial dir
-        return 0
-    marker = trial_dir / "rnnhpo_attempts"
-    attempt = int(marker.read_text()) if marker.exists() else 0
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(attempt + 1))
-    return attempt
-
-
-def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
+def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = None) -> dict[str, Any]:
     """Train one pack and store every member; returns the small summary Tune reports, with the
-    seconds spent setting up (imports, data), training and storing."""
+    seconds spent setting up (imports, data), training and storing.
+
+    A deterministic error (bad data, invalid settings) marks the members failed with its reason
+    and returns ``{"error": ..., "error_kind": "deterministic"}`` instead of raising, so nothing
+    retries it. Storing is retried from the in-memory result on infrastructure faults."""
     started = time.perf_counter()
     import torch
 
     from trainer.config import MemberConfig, PackConfig
     from trainer.train import train_pack
 
+    policy = policy or RetryPolicy()
     torch.set_num_threads(1)
-    attempt = _next_attempt()
+    attempt = int(job.extra.get("attempt", 0))
     device = resolve_device(job.pack_settings.get("device", "auto"))
-    sink.pack_started(job.trial_ids, job.pack_id, attempt, device)
-    task = load_job_task(job)
-    settings = {**job.pack_settings, "device": device}
-    config = PackConfig(members=[MemberConfig(**m) for m in job.members], **settings)
-    trained = time.perf_counter()
-    result = train_pack(task, config, on_epoch=successive_halving(job))
+
+    def store(fn, *args):
+        return call_with_retry(lambda: fn(*args), policy, on_retry=lambda exc, wait: log.warning(
+            "pack %s: storing failed (%s); retrying in %.1f s", job.pack_id, reason(exc), wait))
+
+    counted = store(sink.pack_started, job.trial_ids, job.pack_id, attempt, device, placement(device))
+    attempt = attempt if counted is None else int(counted)
+    try:
+        task = load_job_task(job)
+        settings = {**job.pack_settings, "device": device}
+        config = PackConfig(members=[MemberConfig(**m) for m in job.members], **settings)
+        trained = time.perf_counter()
+        result = train_pack(task, config, on_epoch=successive_halving(job))
+    except Exception as exc:  # noqa: BLE001 - classified: deterministic ones end here
+        if classify(exc) != "deterministic":
+            raise
+        why = reason(exc)
+        for trial_id in job.trial_ids:
+            store(sink.trial_failed, trial_id, why)
+        return {"members": job.size, "error": why, "error_kind": "deterministic"}
     storing = time.perf_counter()
     best_value, best_trial = None, None
     for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
         record = member_record(member, result, job, attempt)
-        sink.record_trial(trial_id, record)
+        store(sink.record_trial, trial_id, record)
         if attempt < job.inject_failures and index == 0:
             if job.extra.get("inject_mode") == "exit":
                 os._exit(13)  # the worker process dies as if killed
@@ -161,13 +181,15 @@ def run_pack_job(job: PackJob, sink: ResultSink) -> dict[str, Any]:
         if value is not None and np.isfinite(value) and not member.diverged:
             if best_value is None or (value > best_value if job.maximize else value < best_value):
                 best_value, best_trial = float(value), trial_id
+    if hasattr(sink, "flush"):  # a hand-off sink: the writer stores them after this pack is released
+        store(sink.flush)
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
             "wall_time": float(result.wall_time), "setup_s": trained - started,
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}
 
 
-def _pack_trainable(config: dict, jobs: list[PackJob], sink: ResultSink) -> None:
-    summary = run_pack_job(jobs[config["pack"]], sink)
+def _pack_trainable(config: dict, jobs: list[PackJob], sink: ResultSink, policy: RetryPolicy) -> None:
+    summary = run_pack_job(jobs[config["pack"]], sink, policy)
     tune.report({k: (-1 if v is None else v) for k, v in summary.items()})
 
 
@@ -175,17 +197,70 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
               max_failures: int, storage_dir: Path, name: str,
               should_cancel: Callable[[], bool] | None = None,
               on_pack_done: Callable[[PackOutcome], None] | None = None,
-              time_budget_s: float | None = None) -> list[PackOutcome]:
-    """Run the packs as one Ray Tune experiment (one Tune trial per pack) and wait for them."""
+              time_budget_s: float | None = None,
+              policy: RetryPolicy | None = None) -> list[PackOutcome]:
+    """Run the packs as Ray Tune experiments (one Tune trial per pack) and wait for them.
+
+    Packs lost to infrastructure faults run again in a new Tune run after the policy's backoff
+    (``max_failures`` bounds the retries of unknown errors); ``on_pack_done`` is called once per
+    pack, with its final outcome."""
     if not jobs:
         return []
+    policy = policy or RetryPolicy(max_unknown=max_failures)
+    started = time.monotonic()
+    final: dict[str, PackOutcome] = {}
+    retries: dict[str, int] = {}
+    first_failure: dict[str, float] = {}
+    todo = list(jobs)
+    round_no = 0
+    while todo:
+        remaining = None if time_budget_s is None else time_budget_s - (time.monotonic() - started)
+        if remaining is not None and remaining <= 0:
+            break
+        outcomes = _run_round(todo, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
+                              storage_dir=storage_dir, name=f"{name}-a{round_no}", should_cancel=should_cancel,
+                              time_budget_s=None if remaining is None else max(1.0, remaining), policy=policy)
+        round_no += 1
+        cancelled = bool(should_cancel and should_cancel())
+        again: list[PackJob] = []
+        for job, outcome in zip(todo, outcomes):
+            outcome.attempts = retries.get(job.pack_id, 0) + 1
+            if not outcome.ok and not cancelled and outcome.kind != "deterministic":
+                now = time.monotonic()
+                first = first_failure.setdefault(job.pack_id, now)
+                if policy.should_retry(outcome.kind or "unknown", retries.get(job.pack_id, 0), first, now):
+                    again.append(job)
+                    log.warning("pack %s failed (%s: %s); retry %d", job.pack_id, outcome.kind,
+                                outcome.error, retries.get(job.pack_id, 0) + 1)
+                    continue
+            final[job.pack_id] = outcome
+            if on_pack_done:
+                on_pack_done(outcome)
+        if not again:
+            break
+        wait = max(policy.delay(retries.get(j.pack_id, 0)) for j in again)
+        if not sleep_unless(wait, should_cancel):
+            for job in again:
+                final[job.pack_id] = PackOutcome(job.pack_id, False, "cancelled", None, None, job.size,
+                                                 "cancelled", retries.get(job.pack_id, 0) + 1)
+            break
+        for job in again:
+            retries[job.pack_id] = retries.get(job.pack_id, 0) + 1
+            job.extra["attempt"] = int(job.extra.get("attempt", 0)) + 1
+        todo = again
+    return [final.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size, "unknown"))
+            for j in jobs]
+
+
+def _run_round(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
+               storage_dir: Path, name: str, should_cancel: Callable[[], bool] | None,
+               time_budget_s: float | None, policy: RetryPolicy) -> list[PackOutcome]:
     outcomes: dict[str, PackOutcome] = {}
     key = uuid.uuid4().hex
-    _LIVE_RUNS[key] = (jobs, outcomes, should_cancel, on_pack_done)
+    _LIVE_RUNS[key] = (jobs, outcomes, should_cancel, None)
     try:
         return _fit(key, jobs, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
-                    max_failures=max_failures, storage_dir=storage_dir, name=name,
-                    time_budget_s=time_budget_s)
+                    storage_dir=storage_dir, name=name, time_budget_s=time_budget_s, policy=policy)
     finally:
         _LIVE_RUNS.pop(key, None)
 
@@ -215,12 +290,44 @@ class _PackProgress(tune.Callback):
         job = jobs[trial.config["pack"]]
         r = (trial.last_result or {}) if ok else {}
         best, best_id = r.get("best_value"), r.get("best_trial_id")
-        outcome = PackOutcome(job.pack_id, ok, None if ok else str(trial.error_file or "pack failed"),
+        error, kind = None, None
+        if ok and r.get("error") not in (None, -1):
+            ok, error, kind = False, str(r["error"]), str(r.get("error_kind") or "deterministic")
+        elif not ok:
+            error, kind = _trial_error(trial)
+        outcome = PackOutcome(job.pack_id, ok, error,
                               None if best in (None, -1) else float(best),
-                              None if best_id in (None, -1) else int(best_id), job.size)
+                              None if best_id in (None, -1) else int(best_id), job.size, kind)
         outcomes[job.pack_id] = outcome
         if on_pack_done:
             on_pack_done(outcome)
+
+
+def _trial_error(trial) -> tuple[str, str]:
+    """The readable reason and fault kind of a failed Tune trial (never the error file's path)."""
+    try:
+        exc = trial.get_pickled_error()
+    except Exception:  # noqa: BLE001 - an unreadable error is an unknown one
+        exc = None
+    if isinstance(exc, BaseException):
+        return reason(exc), classify(exc)
+    try:
+        text = trial.get_error() or ""
+    except Exception:  # noqa: BLE001
+        text = ""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip() and not ln.startswith(" ")]
+    return (lines[-1][:500] if lines else "the pack's worker failed"), "unknown"
+
+
+class _PackName:
+    """Tune trial (and trial directory) name: the run's name (the experiment id leads it) and the
+    pack's index, as the dashboard and Tune's logs show it."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+
+    def __call__(self, trial) -> str:
+        return f"{self.run_name}-pack{trial.config['pack']}"
 
 
 class _CancelStopper(tune.Stopper):
@@ -238,19 +345,21 @@ class _CancelStopper(tune.Stopper):
 
 
 def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
-         max_failures: int, storage_dir: Path, name: str, time_budget_s: float | None) -> list[PackOutcome]:
+         storage_dir: Path, name: str, time_budget_s: float | None, policy: RetryPolicy) -> list[PackOutcome]:
     resources = {"cpu": cpus_per_pack, "gpu": gpus_per_pack}
-    trainable = tune.with_resources(tune.with_parameters(_pack_trainable, jobs=jobs, sink=sink), resources)
+    trainable = tune.with_resources(tune.with_parameters(_pack_trainable, jobs=jobs, sink=sink, policy=policy),
+                                    resources)
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(jobs))))},
-        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s),
+        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s,
+                                    trial_name_creator=_PackName(name), trial_dirname_creator=_PackName(name)),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage_dir), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=max_failures),
+            failure_config=tune.FailureConfig(max_failures=0),
             stop=_CancelStopper(key), callbacks=[_PackProgress(key)], log_to_file=False),
     )
     tuner.fit()
     outcomes = _LIVE_RUNS[key][1]
-    return [outcomes.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size))
+    return [outcomes.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size, "unknown"))
             for j in jobs]

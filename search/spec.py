@@ -229,12 +229,16 @@ class AshaSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    pack_size: int = Field(64, ge=1, le=4096, description="members trained together in one Ray Tune trial")
+    pack_size: int = Field(64, ge=1, le=4096, description=(
+        "members trained together in one Ray Tune trial (on GPUs, when set: the largest pack; "
+        "unset, packs are as large as a GPU's memory allows)"))
     timing: Literal["packed", "solo"] = Field(
         "packed", description="packed: members share a pack (its wall time is recorded, shared); solo: every "
                               "trial trains alone (pack size 1) so its wall time is its own")
     cpus_per_pack: float = Field(1.0, gt=0)
-    gpus_per_pack: float = Field(0.0, ge=0, description="fractional GPUs per pack")
+    gpus_per_pack: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = Field(
+        "auto", description="GPUs per pack (fractions allowed); auto: one pack per GPU on a "
+                            "cluster with GPUs, CPU packs otherwise")
     max_failures: int = Field(2, ge=0, le=10, description="Ray Tune retries of a failed pack")
     scheduler: Literal["none", "asha"] = "none"
     asha: AshaSpec = Field(default_factory=AshaSpec)

@@ -10,8 +10,14 @@ a background thread of ``rnnhpo serve``) loops:
    a separate thread heartbeats every ``heartbeat_s``; progress goes to ``Store.set_progress``;
    ``should_cancel`` polls ``Store.cancel_requested`` (rate-limited) and also turns true when the
    runner loses its claim or is stopped;
-3. finishes it: ``succeeded`` / ``failed`` / ``cancelled``. A runner that is stopped gracefully
-   hands its experiment back to the queue (``Store.requeue``) instead.
+3. finishes it: ``succeeded``; ``partial`` (some trials failed) or ``failed`` (all failed, or
+   the run raised), with the count and the readable reasons (``Type: message``; tracebacks go
+   to the log only); or ``cancelled``. A runner that is stopped (SIGTERM/SIGINT, server
+   shutdown) hands its experiment back to the queue instead; an interrupted ``rnnhpo run``
+   (:func:`run_local`) leaves it ``cancelled``, resumable with ``rnnhpo run --resume ID``.
+
+Infrastructure faults that reach the runner (the database unreachable mid-run) re-run the
+driver, which resumes from the database, with exponential backoff until ``retry_budget_s``.
 
 A runner killed outright (SIGKILL, power loss) leaves ``running`` with a heartbeat that goes
 stale; the next runner to poll reclaims it, so no experiment stays stuck at ``running``.
@@ -22,15 +28,17 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import signal
 import socket
+import sys
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from search.faults import RetryPolicy, call_with_retry, reason
 from service.settings import Settings
 
 log = logging.getLogger("rnnhpo.runner")
@@ -90,19 +98,29 @@ class Runner:
 
     def __init__(self, settings: Settings | None = None, *, store=None, runner_id: str | None = None,
                  run_fn: RunFn | None = None, sink_factory: Callable[[str, str], Any] | None = None,
-                 spec_loader: Callable[[dict], Any] | None = None, init_ray: bool | None = None):
+                 spec_loader: Callable[[dict], Any] | None = None, init_ray: bool | None = None,
+                 on_stop: str = "requeue"):
+        """``on_stop``: what a stop does to the experiment in flight: ``requeue`` (servers and
+        runners: another runner continues it) or ``cancel`` (``rnnhpo run``: resumable)."""
         self.settings = settings or Settings()
+        self.on_stop = on_stop
+        self.stop_reason = "the runner stopped"
         if store is None:
             from service.store import Store
 
             store = Store(self.settings.database_url)
         self.store = store
         self.runner_id = runner_id or default_runner_id()
+        self._stop = threading.Event()
+        if run_fn is None and self.settings.ray_jobs_address:
+            from service.dispatch import JobDispatcher  # experiments run as Ray jobs on the cluster
+
+            run_fn = JobDispatcher(self.settings, store, stopping=self._stop.is_set).run
+            init_ray = False
         self._run_fn = run_fn
         self._sink_factory = sink_factory
         self._spec_loader = spec_loader
         self._init_ray = (run_fn is None) if init_ray is None else init_ray
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = RunnerStats(dashboard_url=self.settings.ray_dashboard_url)
 
@@ -114,10 +132,40 @@ class Runner:
         return self._thread
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Ask the loop to end; the experiment in flight is cancelled and handed back to the queue."""
+        """Ask the loop to end; the packs in flight stop and the experiment goes back to the
+        queue. If the loop has not ended after ``timeout`` seconds the claim is released anyway
+        (the packs' late results are harmless: a retried trial replaces its trace)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout)
+            if self._thread.is_alive():
+                self.release_current()
+
+    def interrupt(self, why: str = "interrupted") -> None:
+        """Begin a stop without waiting (signal handlers call this)."""
+        self.stop_reason = why
+        self._stop.set()
+
+    def release_current(self) -> bool:
+        """Hand the experiment in flight back (``on_stop``) if this runner still holds it."""
+        exp_id = self.stats.current
+        if exp_id is None:
+            return False
+        try:
+            done = self.store.release(exp_id, self.runner_id, **self._stop_outcome(exp_id))
+        except Exception as exc:  # noqa: BLE001 - the database may be gone; its heartbeat goes stale
+            log.warning("experiment %s: could not release the claim (%s); it is reclaimed when its "
+                        "heartbeat is stale", exp_id, reason(exc))
+            return False
+        if done:
+            log.info("experiment %s released (%s)", exp_id, self.on_stop)
+        return done
+
+    def _stop_outcome(self, exp_id: str) -> dict:
+        if self.on_stop == "cancel":
+            return {"status": "cancelled", "error": f"{self.stop_reason}; resume with "
+                                                    f"`rnnhpo run --resume {exp_id}`"}
+        return {"status": "queued"}
 
     @property
     def stopping(self) -> bool:
@@ -126,14 +174,21 @@ class Runner:
     def run_forever(self, *, max_experiments: int | None = None, idle_exit_s: float | None = None) -> int:
         """Claim and run experiments until stopped (or ``max_experiments`` ran, or the queue
         stayed empty for ``idle_exit_s``). Returns the number of experiments handled."""
-        handled, idle_since = 0, time.monotonic()
+        handled, idle_since, failures = 0, time.monotonic(), 0
         log.info("runner %s polling %s", self.runner_id, _safe_url(self.settings.database_url))
+        policy = RetryPolicy(base_s=max(self.settings.runner_poll_s, 0.5), max_delay_s=30.0)
         while not self._stop.is_set():
             try:
                 ran = self.run_once()
-            except Exception:  # noqa: BLE001 - the loop survives database outages
-                log.exception("runner %s: claim failed; retrying", self.runner_id)
-                ran = False
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the loop survives database outages
+                wait = policy.delay(failures)
+                failures += 1
+                self._migrate_if_empty(exc)
+                log.warning("runner %s: claim failed (%s); next try in %.0f s", self.runner_id,
+                            reason(exc), wait)
+                self._stop.wait(wait)
+                continue
             if ran:
                 handled += 1
                 idle_since = time.monotonic()
@@ -144,6 +199,16 @@ class Runner:
                 break
             self._stop.wait(self.settings.runner_poll_s)
         return handled
+
+    def _migrate_if_empty(self, exc: Exception) -> None:
+        """A database that came back empty (recreated) gets its schema before the next claim."""
+        from service.db.errors import is_schema_missing
+
+        if is_schema_missing(exc):
+            try:
+                self.store.migrate()
+            except Exception as again:  # noqa: BLE001 - the next poll tries again
+                log.warning("runner %s: migration failed (%s)", self.runner_id, reason(again))
 
     # -- one experiment -----------------------------------------------------------------
     def run_once(self) -> bool:
@@ -169,22 +234,33 @@ class Runner:
 
     def _execute(self, view, exp_id: str, hb: _Heartbeat) -> str:
         log.info("runner %s: experiment %s (%s) started", self.runner_id, exp_id, _get(view, "name"))
+        should_cancel = self._cancel_probe(exp_id, hb)
         try:
+            if self._stop.is_set():
+                return self._stopped(exp_id)
             spec = self._load_spec(_get(view, "spec"))
             run_fn = self._run_fn or _default_run_fn()
             if self._init_ray:
-                self._ensure_ray(spec)
+                self._ensure_ray(spec, should_cancel)
             sink = (self._sink_factory or _default_sink_factory)(self.settings.database_url, exp_id)
-            should_cancel = self._cancel_probe(exp_id, hb)
-            summary = run_fn(spec, sink, progress=self._progress_cb(exp_id), should_cancel=should_cancel)
+            kwargs = {"progress": self._progress_cb(exp_id), "should_cancel": should_cancel}
+            accepted = _accepted_kwargs(run_fn)
+            if accepted is None or "run_id" in accepted:
+                kwargs["run_id"] = exp_id
+            if accepted is None or "retry" in accepted:
+                kwargs["retry"] = self._policy()
+            summary = call_with_retry(
+                lambda: run_fn(spec, sink, **kwargs), self._policy(max_unknown=0), should_cancel=should_cancel,
+                on_retry=lambda exc, wait: log.warning("experiment %s: %s; resuming in %.1f s", exp_id,
+                                                       reason(exc), wait))
         except Exception as exc:  # noqa: BLE001 - any failure ends the experiment as failed
             if hb.lost.is_set():
                 return "lost"
-            if self._stop.is_set():
-                return self._requeue(exp_id)
-            err = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=20)}"
-            log.error("experiment %s failed: %s", exp_id, err)
-            self.store.finish_experiment(exp_id, "failed", error=err[-8000:])
+            if self._stop.is_set() or _is_connect_cancel(exc):
+                return self._stopped(exp_id)
+            why = reason(exc)
+            log.error("experiment %s failed: %s", exp_id, why, exc_info=exc)
+            self.store.finish_experiment(exp_id, "failed", error=why)
             self.stats.failed += 1
             return "failed"
         if hb.lost.is_set():
@@ -192,25 +268,45 @@ class Runner:
         self._record_summary(exp_id, summary)
         if _attr(summary, "cancelled", False):
             if self._stop.is_set() and not self._cancel_flag(exp_id):
-                return self._requeue(exp_id)
+                return self._stopped(exp_id)
             self.store.finish_experiment(exp_id, "cancelled")
             self.stats.cancelled += 1
             return "cancelled"
         total = _attr(summary, "trials_total", 0) or 0
         n_failed = _attr(summary, "n_failed", 0) or 0
-        if total and n_failed >= total:
-            self.store.finish_experiment(exp_id, "failed", error=f"all {total} trials failed")
+        reasons = _reasons(_attr(summary, "failures", None) or {})
+        if n_failed and total and n_failed >= total:
+            self.store.finish_experiment(exp_id, "failed", error=f"all {total} trials failed{reasons}")
             self.stats.failed += 1
             return "failed"
-        error = f"{n_failed} of {total} trials failed" if n_failed else None
-        self.store.finish_experiment(exp_id, "succeeded", error=error)
+        if n_failed:
+            self.store.finish_experiment(exp_id, "partial", error=f"{n_failed} of {total} trials failed"
+                                                                  f"{reasons}; `--resume` re-runs them")
+            self.stats.failed += 1
+            log.info("experiment %s partial (%s of %s trials failed)", exp_id, n_failed, total)
+            return "partial"
+        self.store.finish_experiment(exp_id, "succeeded")
         self.stats.succeeded += 1
-        log.info("experiment %s succeeded (%s trials, %s failed)", exp_id, total, n_failed)
+        log.info("experiment %s succeeded (%s trials)", exp_id, total)
         return "succeeded"
+
+    def _policy(self, **overrides) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(**{"budget_s": s.retry_budget_s, "base_s": s.retry_backoff_s,
+                              "max_delay_s": s.retry_max_delay_s, **overrides})
+
+    def _stopped(self, exp_id: str) -> str:
+        """The runner was stopped while running ``exp_id``: requeue it, or cancel it resumably."""
+        outcome = self._stop_outcome(exp_id)
+        if outcome["status"] == "cancelled":
+            if self.store.release(exp_id, self.runner_id, **outcome):
+                self.stats.cancelled += 1
+            return "cancelled"
+        return self._requeue(exp_id)
 
     def _requeue(self, exp_id: str) -> str:
         log.info("runner stopping: experiment %s goes back to the queue", exp_id)
-        self.store.requeue(exp_id)
+        self.store.release(exp_id, self.runner_id)
         self.stats.requeued += 1
         return "requeued"
 
@@ -229,12 +325,13 @@ class Runner:
         spec = spec if isinstance(spec, ExperimentSpec) else ExperimentSpec.model_validate(spec)
         return with_data_dir(spec, self.settings.data_dir)
 
-    def _ensure_ray(self, spec) -> None:
+    def _ensure_ray(self, spec, should_cancel: Callable[[], bool]) -> None:
         from search.ray_runtime import ensure_ray
 
         # the deployment's address wins over the one a submitter put in the spec
         address = self.settings.ray_address or getattr(getattr(spec, "execution", None), "ray_address", None)
-        url = ensure_ray(address)
+        url = ensure_ray(address, connect_timeout_s=self.settings.ray_connect_timeout_s,
+                         should_cancel=should_cancel, var_dir=self.settings.var_dir)
         if url:
             self.stats.dashboard_url = url if "://" in url else f"http://{url}"
 
@@ -315,6 +412,32 @@ class _ProgressRecorder(_DriverCallback):
             log.exception("experiment %s: set_progress failed", exp_id)
 
 
+def _reasons(failures: dict[str, int], limit: int = 5) -> str:
+    """``: A: x (3); B: y (1)`` -- the most frequent readable failure reasons with their counts."""
+    if not failures:
+        return ""
+    top = sorted(failures.items(), key=lambda kv: -kv[1])
+    text = "; ".join(f"{why} ({n})" for why, n in top[:limit])
+    if len(top) > limit:
+        text += f"; {len(top) - limit} more reasons"
+    return f": {text}"
+
+
+def _accepted_kwargs(fn) -> set[str] | None:
+    """Keyword names ``fn`` takes (None: any, it has ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params}
+
+
+def _is_connect_cancel(exc: BaseException) -> bool:
+    return type(exc).__name__ == "RayConnectCancelled"
+
+
 def _set_progress_kwargs(store) -> set[str]:
     try:
         return set(inspect.signature(store.set_progress).parameters)
@@ -352,16 +475,113 @@ def _safe_url(url: str) -> str:
         return "<database>"
 
 
+class GracefulSignals:
+    """SIGTERM/SIGINT handlers for a process whose main job is ``runner``: the first signal calls
+    ``runner.interrupt`` (packs stop, the experiment is released); if the process has not ended
+    ``grace_s`` seconds later, or at a second signal, the claim is released from here and the
+    process exits with ``exit_code`` (``on_exit`` may print a last message first)."""
+
+    def __init__(self, runner: Runner, grace_s: float, *, exit_code: int = 0,
+                 on_exit: Callable[[], None] | None = None):
+        self.runner, self.grace_s, self.exit_code, self.on_exit = runner, grace_s, exit_code, on_exit
+        self.received: int | None = None
+        self._saved: dict = {}
+
+    def __enter__(self) -> "GracefulSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, _frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:
+            self._force()
+        self.received = signum
+        log.info("%s: stopping (the experiment in flight is %s)", name,
+                 "cancelled, resumable" if self.runner.on_stop == "cancel" else "handed back to the queue")
+        self.runner.interrupt(f"interrupted by {name}")
+        threading.Thread(target=self._watchdog, name="rnnhpo-stop-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        time.sleep(self.grace_s)
+        self._force()
+
+    def _force(self) -> None:
+        self.runner.release_current()
+        if self.on_exit is not None:
+            try:
+                self.on_exit()
+            except Exception:  # noqa: BLE001 - exiting regardless
+                pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(self.exit_code)
+
+
+@dataclass
+class LocalRun:
+    """What :func:`run_local` did: the experiment, how it ended, and whether a signal ended it."""
+
+    exp_id: str
+    status: str
+    interrupted: bool = False
+
+
+def run_local(settings: Settings, *, spec=None, resume_id: str | None = None,
+              progress: Callable[[Any], None] | None = None,
+              on_start: Callable[[str], None] | None = None,
+              on_interrupt_exit: Callable[[str], None] | None = None) -> LocalRun:
+    """``rnnhpo run``: run ``spec`` (or resume experiment ``resume_id``, spec from the database)
+    in this process, coordinated with any server on the same database through the queue: a new
+    experiment is created already claimed by this process, a resumed one is claimed atomically
+    (refused while a live runner holds it). SIGINT/SIGTERM stop the packs and leave the
+    experiment ``cancelled``, resumable with ``rnnhpo run --resume ID``; the process ends within
+    ``settings.stop_grace_s`` seconds of the signal.
+
+    Raises ``NotFound``, ``ValueError`` (succeeded: nothing to resume) or ``ExperimentRunning``.
+    """
+    from service.store import Store
+
+    store = Store(settings.database_url)
+    run_fn = _default_run_fn()
+
+    def run_with_progress(spec_, sink, *, progress=None, should_cancel=None, **kw):
+        def both(p):
+            if progress_cb is not None:
+                progress_cb(p)
+            if progress is not None:
+                progress(p)
+        return run_fn(spec_, sink, progress=both, should_cancel=should_cancel, **kw)
+
+    progress_cb = progress
+    runner = Runner(settings, store=store, run_fn=run_with_progress, init_ray=True, on_stop="cancel")
+    if resume_id is not None:
+        view = store.resume_experiment(resume_id, runner_id=runner.runner_id,
+                                       stale_after_s=settings.runner_stale_after_s)
+    else:
+        exp_id = store.create_experiment(spec.name, spec.model_dump(mode="json"),
+                                         n_trials_total=spec.count_trials(), claimed_by=runner.runner_id)
+        view = store.get_experiment(exp_id)
+    exp_id = view.id
+    if on_start is not None:
+        on_start(exp_id)
+    exit_message = (lambda: on_interrupt_exit(exp_id)) if on_interrupt_exit else None
+    runner.stats.current = exp_id
+    with GracefulSignals(runner, settings.stop_grace_s, exit_code=130, on_exit=exit_message) as signals:
+        status = runner.execute(view)
+    return LocalRun(exp_id, status, interrupted=signals.received is not None)
+
+
 def main(settings: Settings | None = None, *, once: bool = False) -> int:
-    """Entry point of ``rnnhpo runner``: run until SIGINT/SIGTERM (or one experiment with once)."""
-    import signal
-
+    """Entry point of ``rnnhpo runner``: run until SIGINT/SIGTERM (or one experiment with once).
+    A signal stops the packs, hands the experiment back to the queue and ends the process within
+    ``settings.stop_grace_s`` seconds (+ the time to release the claim)."""
     runner = Runner(settings)
-
-    def _graceful(signum, _frame):
-        log.info("signal %s: stopping after handing the current experiment back", signum)
-        runner._stop.set()
-
-    signal.signal(signal.SIGTERM, _graceful)
-    signal.signal(signal.SIGINT, _graceful)
-    return runner.run_forever(max_experiments=1 if once else None)
+    with GracefulSignals(runner, runner.settings.stop_grace_s):
+        return runner.run_forever(max_experiments=1 if once else None)

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         description="Ray cluster to join (e.g. 'auto', '10.0.0.5:6379'); unset starts a local Ray")
     ray_dashboard_url: str | None = Field(
         default=None, description="Public base URL of the Ray dashboard (links to experiments' job pages)")
+    ray_jobs_address: str | None = Field(
+        default=None,
+        description="Ray Jobs API of the cluster (e.g. http://ray-head:8265): set, runners submit each "
+                    "experiment as a Ray job `rnnhpo-<id>` and need no local Ray")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token required by mutating endpoints when set")
     host: str = Field(default="127.0.0.1", description="Bind address of `rnnhpo serve`")
@@ -59,13 +63,23 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A running experiment whose heartbeat is older is reclaimed")
     cancel_poll_s: float = Field(default=0.5, ge=0,
                                  description="Shortest interval between cancel checks in the database")
+    retry_budget_s: float = Field(default=300.0, ge=0, description="Infrastructure faults (lost worker, "
+                                  "database unreachable) are retried with backoff for this many seconds")
+    retry_backoff_s: float = Field(default=1.0, gt=0, description="First retry delay; doubles per retry")
+    retry_max_delay_s: float = Field(default=30.0, gt=0, description="Longest delay between retries")
+    ray_connect_timeout_s: float = Field(default=120.0, gt=0,
+                                         description="Starting or joining Ray fails after this many seconds")
+    stop_grace_s: float = Field(default=3.0, gt=0, description="On SIGTERM/SIGINT: seconds to stop packs "
+                                "before the claim is released anyway and the process exits")
+    min_free_disk_mb: float = Field(default=64.0, ge=0,
+                                    description="/readyz is 503 when the SQLite file's disk has less free")
 
     @field_validator("api_token", mode="before")
     @classmethod
     def _empty_token_is_none(cls, v):
         return None if v in ("", None) else v
 
-    @field_validator("ray_address", "ray_dashboard_url", mode="before")
+    @field_validator("ray_address", "ray_dashboard_url", "ray_jobs_address", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("",) else v

@@ -180,10 +180,10 @@ def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
 
     assert set(front) == {p for p in points if not dominated(p)}
     # up to 3 of the validation Pareto set are evaluated on the test split
-    on_test = {tuple(sorted(t.params.items())) for t in on_test(trials)}
+    tested = {tuple(sorted(t.params.items())) for t in on_test(trials)}
     pareto_params = {tuple(sorted(t.params.items())) for t in selection(trials)
                      if (t.final["val_metric"], t.sparsity_all) in set(front)}
-    assert 1 <= len(on_test) <= 3 and on_test <= pareto_params
+    assert 1 <= len(tested) <= 3 and tested <= pareto_params
 
 
 def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):

@@ -69,9 +69,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     settings = settings or Settings()
     settings.ensure_dirs()
     if store is None:
-        from service.store import Store
+        from service.api.degraded import open_store
 
-        store = Store(settings.database_url)
+        store = open_store(settings)
 
     runner = None
     if settings.runner_in_process:
@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
             yield
         finally:
             if runner is not None:
-                runner.stop(timeout=30)
+                # packs stop and the experiment goes back to the queue; past the grace period
+                # the claim is released anyway so that shutdown stays short
+                runner.stop(timeout=settings.stop_grace_s)
 
     # /docs (Swagger UI) and /redoc load their scripts and styles from this server (assets
     # shipped by fastapi-offline under /static-offline-docs), never from a CDN: they work offline.
@@ -117,6 +119,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     _install_handlers(app)
     _install_metrics_middleware(app)
     _install_openapi(app, experiments)
+    from service import ui
+
+    ui.mount(app)
     return app
 
 
@@ -138,6 +143,9 @@ def _install_openapi(app: FastAPI, experiments_module) -> None:
 
 def _install_handlers(app: FastAPI) -> None:
     from service import store as store_mod
+    from service.api import degraded
+
+    degraded.install(app, app.state.store)
 
     not_found = getattr(store_mod, "NotFound", None)
     running = getattr(store_mod, "ExperimentRunning", None)

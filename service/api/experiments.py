@@ -114,7 +114,7 @@ def list_experiments(
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=10**9),
 ) -> ExperimentPage:
-    items, total = store.list_experiments(status=status_, limit=limit, offset=offset)
+    items, total = store.list_experiments(status=status_, limit=limit, offset=offset, with_spec=False)
     dash = _dashboard(settings, runner)
     return ExperimentPage(items=[experiment_out(v, dashboard_url=dash) for v in items],
                           total=total, limit=limit, offset=offset)
@@ -135,6 +135,22 @@ def cancel_experiment(exp_id: ExpId, store: StoreDep, settings: SettingsDep, run
                       _auth: AuthDep) -> ExperimentOut:
     experiment_or_404(store, exp_id)
     view = store.request_cancel(exp_id)
+    return experiment_out(view, dashboard_url=_dashboard(settings, runner))
+
+
+@router.post("/{exp_id}/resume", response_model=ExperimentOut, status_code=202,
+             responses={**_ERRORS, 409: {"description": "running (held by a live runner) or succeeded: "
+                                                         "nothing to resume"}},
+             summary="Resume: re-run the failed and missing trials of a partial, failed or cancelled experiment")
+def resume_experiment(exp_id: ExpId, store: StoreDep, settings: SettingsDep, runner: RunnerDep,
+                      _auth: AuthDep) -> ExperimentOut:
+    from service.store import ExperimentRunning
+
+    experiment_or_404(store, exp_id)
+    try:
+        view = store.resume_experiment(exp_id, stale_after_s=settings.runner_stale_after_s)
+    except (ValueError, ExperimentRunning) as exc:
+        raise HTTPException(409, detail=str(exc)) from None
     return experiment_out(view, dashboard_url=_dashboard(settings, runner))
 
 

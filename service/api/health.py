@@ -37,14 +37,38 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
-def _check_db(store) -> Check:
+def _check_db(store, settings, migrator=None) -> Check:
+    """Ready when the database takes a write (a committed no-op update) and, for SQLite, its disk
+    has at least ``min_free_disk_mb`` free: a full disk is not ready."""
+    from search.faults import reason
+    from service.db.errors import is_schema_missing
+
     t0 = time.perf_counter()
     try:
-        _, total = store.list_experiments(limit=1)
-        return Check(ok=True, detail=f"{total} experiments",
-                     latency_ms=round(1000 * (time.perf_counter() - t0), 2))
+        store.check_writable()
+        _, total = store.list_experiments(limit=1, with_spec=False)
     except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
-        return Check(ok=False, detail=f"{type(exc).__name__}: {str(exc)[:200]}")
+        if migrator is not None and is_schema_missing(exc):
+            migrator.kick()
+        return Check(ok=False, detail=reason(exc, 200))
+    free_mb = _sqlite_free_mb(store)
+    if free_mb is not None and free_mb < settings.min_free_disk_mb:
+        return Check(ok=False, detail=f"disk nearly full: {free_mb:.1f} MB free beside the SQLite file "
+                                      f"(RNNHPO_MIN_FREE_DISK_MB={settings.min_free_disk_mb:g})")
+    return Check(ok=True, detail=f"{total} experiments, writable",
+                 latency_ms=round(1000 * (time.perf_counter() - t0), 2))
+
+
+def _sqlite_free_mb(store) -> float | None:
+    import os
+    import shutil
+
+    if getattr(store, "dialect", None) != "sqlite":
+        return None
+    path = store.engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free / 2**20
 
 
 def _tcp(host: str, port: int, timeout: float = 1.0) -> None:
@@ -73,10 +97,11 @@ def _check_ray(address: str | None, runner) -> Check:
                  latency_ms=round(1000 * (time.perf_counter() - t0), 2))
 
 
-@router.get("/readyz", response_model=Ready, summary="Readiness: database and Ray reachable",
+@router.get("/readyz", response_model=Ready, summary="Readiness: database writable (disk not full), Ray reachable",
             responses={503: {"model": Ready, "description": "a dependency is down"}})
-async def readyz(store: StoreDep, settings: SettingsDep, runner: RunnerDep, response: Response) -> Ready:
-    db = await run_in_threadpool(_check_db, store)
+async def readyz(request: Request, store: StoreDep, settings: SettingsDep, runner: RunnerDep,
+                 response: Response) -> Ready:
+    db = await run_in_threadpool(_check_db, store, settings, getattr(request.app.state, "migrator", None))
     ray = await run_in_threadpool(_check_ray, settings.ray_address, runner)
     checks = {"database": db, "ray": ray}
     ok = all(c.ok for c in checks.values())

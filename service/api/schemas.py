@@ -78,7 +78,7 @@ class ExperimentOut(BaseModel):
 
     id: str
     name: str
-    status: str = Field(description="queued | running | succeeded | failed | cancelled")
+    status: str = Field(description="queued | running | succeeded | partial | failed | cancelled")
     cancel_requested: bool = False
     created_at: datetime | None = None
     started_at: datetime | None = None

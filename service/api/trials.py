@@ -8,6 +8,7 @@ import io
 import json
 import math
 import re
+import threading
 from collections.abc import Iterator
 from typing import Literal
 
@@ -24,7 +25,22 @@ router = APIRouter(tags=["trials"])
 SortKey = Literal["number", "id", "variant", "status", "test_metric", "train_metric", "loss",
                   "sparsity_out", "sparsity_all", "wall_time", "seed"]
 
-CHUNK_ROWS = 50_000
+#: Rows read from the database per query while streaming, and rows formatted at once: a reader
+#: holds about one chunk as Python objects (~1 MB), whatever the trace length.
+CHUNK_ROWS = 2_000
+FORMAT_ROWS = 500
+#: Chunk queries running at once across all trace readers: the database connections (and their
+#: page caches) that streaming holds stay bounded however many clients read.
+_CHUNK_QUERIES = threading.BoundedSemaphore(4)
+
+
+def _bounded(chunks: Iterator[dict]) -> Iterator[dict]:
+    while True:
+        with _CHUNK_QUERIES:
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
 _NONFINITE_CSV = re.compile(r"(?<![^,\n])(-?inf|nan)(?![^,\n])")
 
 
@@ -146,14 +162,16 @@ def _stream(store, trial_id: int, cols: list[str], every: int, max_points: int |
     else:
         chunks = store.iter_trace(trial_id, metrics=cols, every=every, chunk_rows=CHUNK_ROWS)
     first = True
-    for chunk in chunks:
-        block = _fmt_row_block(cols, chunk, fmt)
-        if not block:
-            continue
-        if fmt == "json" and not first:
-            yield ","
-        first = False
-        yield block
+    for big in _bounded(iter(chunks)):
+        n = len(big[cols[0]]) if cols else 0
+        for i in range(0, n, FORMAT_ROWS):
+            block = _fmt_row_block(cols, {c: v[i:i + FORMAT_ROWS] for c, v in big.items()}, fmt)
+            if not block:
+                continue
+            if fmt == "json" and not first:
+                yield ","
+            first = False
+            yield block
     if fmt == "json":
         yield "]}"
 
@@ -164,7 +182,7 @@ def _stream(store, trial_id: int, cols: list[str], every: int, max_points: int |
     description="`every=n` keeps the iterations with `step % n == 0` (and the last); `max_points=m` "
                 "keeps at most m rows by an even stride. JSON is `{trial_id, columns, every, max_points, "
                 "total_rows, rows: [[...], ...]}` (non-finite values are null); CSV has a header row. "
-                "Both stream in chunks of 50k rows.",
+                "Both stream in chunks of 2,000 rows.",
     responses={200: {"content": {"application/json": {"example": {
                         "trial_id": 1, "columns": ["step", "loss"], "every": 10, "max_points": None,
                         "total_rows": 20, "rows": [[0, 1.12], [10, 0.93], [19, 0.9]]}},

@@ -1,5 +1,5 @@
 """SQLAlchemy 2.x typed models. Every table is prefixed ``rnnhpo_`` (the database may be shared
-with Optuna or others). The migration ``0001_initial`` is the source of truth for the schema;
+with Optuna or others). The migrations are the source of truth for the schema;
 these models describe the same tables (a test checks they agree).
 """
 
@@ -14,8 +14,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from search.sink import EPOCH_COLUMNS, TRACE_COLUMNS, TRIAL_STATUSES  # noqa: F401 - declared once
 
-#: Every experiment status, declared once.
-ExperimentStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: Every experiment status, declared once. ``partial``: finished, some trials failed.
+ExperimentStatus = Literal["queued", "running", "succeeded", "partial", "failed", "cancelled"]
 EXPERIMENT_STATUSES: tuple[str, ...] = get_args(ExperimentStatus)
 #: Statuses an experiment does not leave by itself.
 FINAL_EXPERIMENT_STATUSES: tuple[str, ...] = tuple(s for s in EXPERIMENT_STATUSES
@@ -83,10 +83,13 @@ class Experiment(Base):
     best: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None]
+    # the Ray job running it and its driver's outcome (migration 0004)
+    ray_job_id: Mapped[str | None] = mapped_column(sa.String(200))
+    outcome: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.CheckConstraint(
-            "status IN ('queued','running','succeeded','failed','cancelled')", name="status"),
+            "status IN ('queued','running','succeeded','partial','failed','cancelled')", name="status"),
         sa.Index("ix_rnnhpo_experiments_status_created", "status", "created_at"),
         sa.Index("ix_rnnhpo_experiments_created_at", "created_at"),
     )
@@ -128,6 +131,10 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # where it ran (migration 0004)
+    node_id: Mapped[str | None] = mapped_column(sa.String(64))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    device_name: Mapped[str | None] = mapped_column(sa.String(200))
 
     __table_args__ = (
         sa.UniqueConstraint("experiment_id", "number", name="uq_rnnhpo_trials_experiment_number"),

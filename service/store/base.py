@@ -38,6 +38,14 @@ class StoreBase:
         """Alembic upgrade to ``revision`` (idempotent, safe when processes race)."""
         _migrate.upgrade(self.engine, revision)
 
+    def check_writable(self) -> None:
+        """Commit a no-op write (raises when the database cannot take writes: down, read-only,
+        disk full, or not migrated)."""
+        from service.db.migrate import VERSION_TABLE
+
+        with self._write() as conn:
+            conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = version_num"))
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:

@@ -19,13 +19,18 @@ from service.store.views import ExperimentRunning, ExperimentView, NotFound
 class ExperimentQueue(StoreBase):
     """Experiment rows and their lifecycle (see :mod:`service.store` for the rules)."""
 
-    def create_experiment(self, name: str, spec: dict, *, n_trials_total: int | None = None) -> str:
+    def create_experiment(self, name: str, spec: dict, *, n_trials_total: int | None = None,
+                          claimed_by: str | None = None) -> str:
+        """A new ``queued`` experiment; with ``claimed_by`` it is created ``running`` and owned
+        by that runner in the same transaction (``rnnhpo run``: no other runner can take it)."""
         exp_id = uuid.uuid4().hex
+        now = _now()
+        claim = ({"status": "running", "runner_id": claimed_by, "heartbeat_at": now, "started_at": now,
+                  "attempts": 1} if claimed_by else {"status": "queued", "attempts": 0})
         with self._write() as conn:
             conn.execute(E.insert().values(
-                id=exp_id, name=name, spec=_jsonable(spec or {}), status="queued",
-                cancel_requested=False, created_at=_now(), n_trials_total=n_trials_total,
-                n_trials_done=0, attempts=0))
+                id=exp_id, name=name, spec=_jsonable(spec or {}), cancel_requested=False,
+                created_at=now, n_trials_total=n_trials_total, n_trials_done=0, **claim))
         return exp_id
 
     def get_experiment(self, exp_id: str) -> ExperimentView | None:
@@ -33,17 +38,21 @@ class ExperimentQueue(StoreBase):
             row = conn.execute(sa.select(E).where(E.c.id == exp_id)).first()
         return None if row is None else self._exp_view(row)
 
-    def list_experiments(self, *, status: str | None = None, limit: int = 50,
-                         offset: int = 0) -> tuple[list[ExperimentView], int]:
-        """Newest first; ``(page, total matching)``."""
+    def list_experiments(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+                         with_spec: bool = True) -> tuple[list[ExperimentView], int]:
+        """Newest first; ``(page, total matching)``. ``with_spec=False`` does not read the specs
+        (their views carry ``spec={}``): listings stay cheap however large the specs are."""
         _check_status(status, EXPERIMENT_STATUSES, "experiment")
         cond = sa.true() if status is None else E.c.status == status
+        cols = [E] if with_spec else [c for c in E.c if c.name != "spec"]
         with self._read() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(E).where(cond)).scalar_one()
-            rows = conn.execute(sa.select(E).where(cond)
+            rows = conn.execute(sa.select(*cols).where(cond)
                                 .order_by(E.c.created_at.desc(), E.c.id.desc())
                                 .limit(max(0, limit)).offset(max(0, offset))).all()
-        return [self._exp_view(r) for r in rows], int(total)
+        if with_spec:
+            return [self._exp_view(r) for r in rows], int(total)
+        return [ExperimentView.model_validate({**r._mapping, "spec": {}}) for r in rows], int(total)
 
     def claim_experiment(self, runner_id: str, *, stale_after_s: float = 30.0,
                          exp_id: str | None = None) -> ExperimentView | None:
@@ -123,10 +132,10 @@ class ExperimentQueue(StoreBase):
                                                        "trial was running")))
 
     def finish_experiment(self, exp_id: str, status: str, error: str | None = None) -> None:
-        """End an experiment: ``succeeded``, ``failed`` or ``cancelled`` (see module docstring
-        for what happens to its unfinished trials)."""
+        """End an experiment: ``succeeded``, ``partial`` (some trials failed), ``failed`` or
+        ``cancelled`` (see module docstring for what happens to its unfinished trials)."""
         if status not in FINAL_EXPERIMENT_STATUSES:
-            raise ValueError(f"finish status must be succeeded, failed or cancelled, not {status!r}")
+            raise ValueError(f"finish status must be one of {FINAL_EXPERIMENT_STATUSES}, not {status!r}")
         with self._write() as conn:
             self._require_experiment(conn, exp_id, lock=True)
             self._finish(conn, exp_id, status, error)
@@ -163,9 +172,64 @@ class ExperimentQueue(StoreBase):
             conn.execute(T.delete().where(T.c.experiment_id == exp_id))
             conn.execute(E.delete().where(E.c.id == exp_id))
 
+    def release(self, exp_id: str, runner_id: str, *, status: str = "queued",
+                error: str | None = None) -> bool:
+        """Give up this runner's claim: back to ``queued`` (a stopping server or runner) or
+        ``cancelled`` (an interrupted ``rnnhpo run``, resumable). Only while ``runner_id`` still
+        owns the running experiment; returns whether it did."""
+        if status not in ("queued", "cancelled"):
+            raise ValueError(f"release to queued or cancelled, not {status!r}")
+        with self._write() as conn:
+            row = conn.execute(sa.select(E.c.status, E.c.runner_id).where(E.c.id == exp_id)).first()
+            if row is None or row.status != "running" or row.runner_id != runner_id:
+                return False
+            if status == "cancelled":
+                self._finish(conn, exp_id, "cancelled", error)
+                return True
+            conn.execute(E.update().where(E.c.id == exp_id).values(
+                status="queued", runner_id=None, heartbeat_at=None, finished_at=None, error=None))
+            conn.execute(T.update().where(T.c.experiment_id == exp_id, T.c.status == "running")
+                         .values(status="pending"))
+            return True
+
+    def resume_experiment(self, exp_id: str, *, runner_id: str | None = None,
+                          stale_after_s: float = 30.0) -> ExperimentView:
+        """Resume a ``failed``, ``partial`` or ``cancelled`` experiment: its failed and missing
+        trials run again, finished ones are kept. Without ``runner_id`` it goes back to the queue;
+        with it, it is claimed by that runner in the same transaction (``rnnhpo run --resume``),
+        which also takes a ``queued`` one or a ``running`` one whose runner died.
+        Raises :class:`ValueError` for a ``succeeded`` one and :class:`ExperimentRunning` for one
+        that a live runner holds."""
+        with self._write() as conn:
+            row = self._require_experiment(conn, exp_id, lock=True)
+            if row.status == "succeeded":
+                raise ValueError(f"experiment {exp_id} succeeded: every trial finished, nothing to resume")
+            if row.status == "running":
+                hb = row.heartbeat_at
+                if hb is not None and hb.tzinfo is None:
+                    hb = hb.replace(tzinfo=_now().tzinfo)
+                if hb is not None and (_now() - hb).total_seconds() < stale_after_s:
+                    raise ExperimentRunning(f"experiment {exp_id} is running (runner {row.runner_id})")
+            if row.status == "queued" and runner_id is None:
+                return self._exp_view(conn.execute(sa.select(E).where(E.c.id == exp_id)).one())
+            now = _now()
+            values: dict[str, Any] = {"cancel_requested": False, "finished_at": None, "error": None}
+            if runner_id is None:
+                values.update(status="queued", runner_id=None, heartbeat_at=None)
+            else:
+                values.update(status="running", runner_id=runner_id, heartbeat_at=now,
+                              started_at=sa.func.coalesce(E.c.started_at, now), attempts=E.c.attempts + 1)
+            conn.execute(E.update().where(E.c.id == exp_id).values(**values))
+            conn.execute(T.update().where(T.c.experiment_id == exp_id,
+                                          T.c.status.in_(("running", "failed")))
+                         .values(status="pending", error=None))
+            conn.execute(T.update().where(T.c.experiment_id == exp_id, T.c.status == "pruned",
+                                          T.c.steps.is_(None)).values(status="pending", finished_at=None))
+            return self._exp_view(conn.execute(sa.select(E).where(E.c.id == exp_id)).one())
+
     def requeue(self, exp_id: str) -> None:
-        """running / failed / cancelled -> queued (to resume; finished trials are kept and
-        ``finished_trials`` tells the search layer what to skip). Queued: no-op."""
+        """running / failed / partial / cancelled -> queued (to resume; finished trials are kept
+        and ``finished_trials`` tells the search layer what to skip). Queued: no-op."""
         with self._write() as conn:
             row = self._require_experiment(conn, exp_id, lock=True)
             if row.status == "queued":
