@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli import data, query, run, serve, train
+from cli import data, query, reproduce, run, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="rnnhpo: hyperparameter search for regularized recurrent networks.")
@@ -29,7 +29,7 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_version, i
     database is the per-user SQLite file ~/.local/share/rnnhpo/rnnhpo.db."""
 
 
-for module in (train, data, run, query, serve):
+for module in (train, data, run, query, serve, reproduce):
     module.register(app)
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ OPTION_OF = {"lr": "--lr", "lam": "--lam", "alpha": "--alpha", "reg": "--reg", "
              "seed": "--seed", "family": "--model", "hidden": "--hidden", "epochs": "--epochs",
              "max_steps": "--max-steps", "batch_size": "--batch-size", "dtype": "--dtype",
              "optimizer": "--optimizer", "device": "--device", "trace_every": "--trace-every",
-             "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u"}
+             "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u",
+             "tikhonov_lambda1": "--lambda1", "tikhonov_lambda2": "--lambda2", "loss": "--loss",
+             "reduction": "--reduction", "train_readout": "--train-readout", "engine": "--engine",
+             "precision": "--precision"}
 
 
 def _fail(message: str) -> None:
@@ -87,13 +90,21 @@ def train(
     alpha: float = typer.Option(0.01, "--alpha", help="smoothing width alpha of the SL1 penalty"),
     scope: str = typer.Option("output", "--scope", help="penalize W_out (output, paper) or all weights"),
     beta: str = typer.Option("paper", "--beta", help="Tikhonov beta: paper (17/161), bound (1) or a number"),
+    lambda1: float = typer.Option(1.0, "--lambda1", help="Tikhonov: weight of (rho_h^2 - 1)_+ (eq. 57)"),
+    lambda2: float = typer.Option(1.0, "--lambda2", help="Tikhonov: weight of (beta ||W_oh|| - 1)_+ (eq. 57)"),
+    loss: str = typer.Option("auto", "--loss", help="cross_entropy | squared_error (eq. 11) | auto"),
+    reduction: str = typer.Option("mean", "--reduction", help="mean over the batch, or sum (eq. 15)"),
+    init_scale: float = typer.Option(0.5, "--init-scale", help="weights start U[-a, a] (paper: 0.5)"),
+    rho: float = typer.Option(1.0, "--rho", help="projected GD radius of the recurrent weights (rho/sqrt(m))"),
+    rho_u: float = typer.Option(1.0, "--rho-u", help="projected GD radius of the input weights (rho_u/sqrt(m))"),
+    train_readout: bool = typer.Option(False, "--train-readout", help="diag_rnn: train the readout too"),
     epochs: Optional[int] = typer.Option(100, "--epochs", help="training epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="stop after this many updates"),
-    batch_size: int = typer.Option(32, "--batch-size", help="minibatch size"),
+    batch_size: int = typer.Option(32, "--batch-size", help="minibatch size (1: per-sample SGD, Algorithm 1)"),
     full_batch: bool = typer.Option(False, "--full-batch", help="full-batch gradient descent"),
     hidden: int = typer.Option(32, "--hidden", help="hidden units"),
     no_bias: bool = typer.Option(False, "--no-bias", help="drop the biases (paper eq. 7-10)"),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam"),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd | projected_gd | adam | prox_sgd (proximal, beyond the papers)"),
     seed: int = typer.Option(0, "--seed", help="seeds initialisation and data order"),
     task_seed: int = typer.Option(0, "--task-seed", help="seeds the train/test split"),
     data_option: list[str] = typer.Option([], "--data-option", "-o",
@@ -103,6 +114,9 @@ def train(
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
+    engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
+                               "auto (fast on CUDA)"),
+    precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),
     weights_out: Optional[Path] = typer.Option(None, "--weights-out", help="write paper-named weights (.npz)"),
@@ -115,11 +129,14 @@ def train(
 
     try:
         member = MemberConfig(lr=lr, reg=reg, lam=lam, alpha=alpha, scope=scope, seed=seed,
-                              tikhonov_beta=_beta(beta))
+                              tikhonov_beta=_beta(beta), tikhonov_lambda1=lambda1, tikhonov_lambda2=lambda2,
+                              rho=rho, rho_u=rho_u)
         config = PackConfig(family=model, hidden=hidden, bias=not no_bias, optimizer=optimizer,
+                            loss=loss, reduction=reduction, init_scale=init_scale, train_readout=train_readout,
                             batch_size=None if full_batch else batch_size,
                             epochs=None if (epochs is None and max_steps) else epochs, max_steps=max_steps,
-                            dtype=dtype, device=device, trace_every=trace_every, members=[member])
+                            dtype=dtype, device=device, trace_every=trace_every, engine=engine,
+                            precision=precision, members=[member])
     except ValidationError as exc:
         _fail(_describe(exc.errors()[0]))
 
@@ -178,7 +195,8 @@ def train(
         "task": task, "model": model, "reg": reg, "lr": lr, "lam": lam, "alpha": alpha, "seed": seed,
         "metric": "accuracy" if metric == "acc" else "mse",
         "final": {k: r.final[k] for k in r.final},
-        "diagnostics": r.diagnostics, "device": result.device, "wall_time": result.wall_time,
+        "diagnostics": r.diagnostics, "device": result.device, "engine": result.engine,
+        "wall_time": result.wall_time,
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=float))

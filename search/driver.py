@@ -17,13 +17,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.execution import PackOutcome, run_packs
+from search.cluster import cluster_shape
+from search.execution import PackOutcome, load_job_task, run_packs
 from search.faults import ResourceUnsatisfiable, RetryPolicy
-from search.packing import make_packs
-from search.planning import Configuration, VariantStudy, trial_plans
+from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
+from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
+                             select_configurations, test_plans, trial_plans)
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
+from search.writer import HandOffSink, start_writer
 
 FINISHED = ("completed", "diverged", "pruned")
 
@@ -106,10 +109,15 @@ class _Run:
         self.progress_cb, self.should_cancel = progress, should_cancel
         self.started = time.monotonic()
         self.dashboard_url: str | None = None
+        self._cluster: ClusterShape | None = None
+        self._member_bytes = 0.0
+        #: hand results to a writer actor (default: when packs hold GPUs)
+        self.hand_off: bool | None = None
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
-        self.studies = [VariantStudy(spec, i, self.directions) for i in range(len(spec.variants))]
-        self.reps = len(spec.seed_list) * len(spec.fold_list)
+        self.studies = [VariantStudy(spec, i, self.directions) for i, v in enumerate(spec.variants)
+                        if spec.needs_selection(v)]
+        self.reps = len(spec.seed_list) * len(spec.split_list) * len(spec.val_list)
         self.total = spec.count_trials()
         self.done = 0
         self.packs_total = 0
@@ -142,6 +150,9 @@ class _Run:
         states = self.sink.trial_states()
         groups: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
         for number, state in states.items():
+            if is_test_number(number):
+                self.done += state["status"] in FINISHED
+                continue
             groups[(state["variant"], _params_key(state["params"]))].append((number, state))
         by_name = {s.variant.name: s for s in self.studies}
         pending: list[Configuration] = []
@@ -179,16 +190,23 @@ class _Run:
         return max(2 * slots, math.ceil(per_variant / 4))
 
     def parallel_slots(self) -> int:
-        """Packs the cluster can run at once. Its total CPUs, not the ones free right now: actors
-        of the previous round may still be releasing theirs."""
-        import ray
+        """Packs the cluster can run at once (see :meth:`pack_plan`)."""
+        return self.pack_plan().slots
 
-        cpus = ray.cluster_resources().get("CPU", 1)
-        return max(1, int(cpus // self.spec.execution.cpus_per_pack))
+    def pack_plan(self) -> PackPlan:
+        """Pack sizes and resources for the cluster: its total CPUs and GPUs, not the ones free
+        right now (actors of the previous round may still be releasing theirs)."""
+        ex = self.spec.execution
+        if self._cluster is None:
+            self._cluster = cluster_shape()
+            self._member_bytes = spec_member_bytes(self.spec)
+        explicit = ex.pack_size if "pack_size" in ex.model_fields_set else None
+        return plan_packs(self._cluster, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+                          pack_size=explicit, member_bytes=self._member_bytes)
 
     def run(self) -> SearchSummary:
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
-        check_resources(self.spec)
+        check_resources(self.spec, gpus_per_pack=self.pack_plan().gpus_per_pack)
         pending, known_numbers, next_number = self.resume()
         self.emit()
         n_failed = 0
@@ -230,18 +248,57 @@ class _Run:
                 study.tell(config, values)
             if self.cancelled:
                 break
+        if not self.cancelled and (budget is None or time.monotonic() - self.started < budget):
+            n_failed += self.test_phase(budget)
         return SearchSummary(self.total, self.done, n_failed, self.cancelled, self.best,
                              self.dashboard_url, time.monotonic() - self.started, self.pareto(),
                              dict(self.failures))
 
-    def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None) -> int:
+    def selected(self, variant_index: int) -> list[dict[str, Any]]:
+        """The configurations of a variant to evaluate on the test split, chosen on validation
+        values of finished selection trials only (a variant without a choice: its one configuration)."""
+        variant = self.spec.variants[variant_index]
+        if not self.spec.needs_selection(variant):
+            return grid_configurations(self.spec, variant)[:1]
+        groups: dict[tuple, list[dict]] = defaultdict(list)
+        params_of: dict[tuple, dict] = {}
+        for number, st in sorted(self.sink.trial_states().items()):
+            if is_test_number(number) or st["variant"] != variant.name:
+                continue
+            key = _params_key(st["params"])
+            params_of.setdefault(key, st["params"])
+            groups[key].append(st)
+        candidates = []
+        for key, members in groups.items():
+            finals = [m.get("final") or {} for m in members if m["status"] in ("completed", "pruned")]
+            values = _objective_values(self.spec, finals) if len(finals) == self.reps else None
+            candidates.append((params_of[key], values))
+        return select_configurations(candidates, self.directions, self.spec.selected_per_variant(variant))
+
+    def test_phase(self, budget: float | None) -> int:
+        """Train the selected configuration(s) of every variant on each split's whole training
+        part and evaluate them once on its test part."""
+        plans: list[TrialPlan] = []
+        for i in range(len(self.spec.variants)):
+            for rank, params in enumerate(self.selected(i)):
+                plans.extend(test_plans(self.spec, i, rank, params))
+        if not plans:
+            return 0
+        ids = self.sink.register_trials(plans)
+        states = self.sink.trial_states()
+        to_run = [p for p in plans if states.get(p.number, {}).get("status") not in FINISHED]
+        return self.execute(to_run, ids, budget, role="test")
+
+    def execute(self, plans: list[TrialPlan], ids: dict[int, int], budget: float | None,
+                role: str = "select") -> int:
         if not plans:
             return 0
         ex = self.spec.execution
-        slots = self.parallel_slots()
-        objective = self.spec.search.objectives[0].metric
+        plan = self.pack_plan()
+        objective = self.spec.search.objectives[0].metric if role == "select" else "test_metric"
         dataset = {**self.spec.dataset.model_dump(mode="json")}
-        jobs = make_packs(plans, ids, pack_size=ex.pack_size, slots=slots, dataset=dataset,
+        jobs = make_packs(plans, ids, pack_size=1 if ex.timing == "solo" else plan.pack_size, slots=plan.slots,
+                          dataset=dataset,
                           objective=objective, maximize=self.directions[0] == "maximize",
                           asha=ex.asha.model_dump() if ex.scheduler == "asha" else None)
         if ex.inject_failure:
@@ -257,18 +314,24 @@ class _Run:
             self.packs_done += 1
             if outcome.ok:
                 self.done += outcome.members
-                if outcome.best_trial_id is not None:
+                if outcome.best_trial_id is not None and role == "select":
                     plan = number_of[outcome.best_trial_id]
                     self.consider_best(plan.number, outcome.best_value, plan.params, plan.variant)
             self.emit()
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
         self.rounds += 1
-        outcomes = run_packs(
-            jobs, self.sink, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
-            max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
-            name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-            on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+        writer = start_writer(self.sink) if (plan.on_gpu if self.hand_off is None else self.hand_off) else None
+        try:
+            outcomes = run_packs(
+                jobs, HandOffSink(self.sink, writer) if writer else self.sink,
+                cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
+                max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
+                name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
+                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+        finally:
+            if writer is not None:
+                self.store_failures(writer)
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
@@ -286,6 +349,15 @@ class _Run:
                     failed += 1
         return failed
 
+    def store_failures(self, writer) -> None:
+        """Wait for the writer to store every handed-off result; trials it could not store fail
+        (with the reason), so a resume runs them again."""
+        import ray
+
+        for trial_id, why in ray.get(writer.drain.remote()).items():
+            self.sink.trial_failed(trial_id, why)
+        ray.kill(writer)
+
     def pareto(self) -> list[dict]:
         if len(self.spec.search.objectives) < 2:
             return []
@@ -296,6 +368,36 @@ class _Run:
         return front
 
 
+def spec_member_bytes(spec: ExperimentSpec) -> float:
+    """Estimated device memory of one member of ``spec``: its hidden size and batch on its
+    dataset's shape (the Iris shape when the data cannot be read here)."""
+    dataset = spec.dataset.model_dump(mode="json")
+    try:
+        task = load_job_task(_TaskRef(dataset))
+        seq_len, n_inputs, n_train = task.x_train.shape[1], task.x_train.shape[2], task.x_train.shape[0]
+        n_outputs = task.n_outputs
+    except Exception:  # noqa: BLE001 - the estimate is a plan, never a reason to fail
+        seq_len, n_inputs, n_outputs, n_train = 4, 1, 3, 128
+    t = spec.training
+    hidden = t.hidden
+    for variant in spec.variants:
+        searched = spec.space_for(variant).get("hidden")
+        hidden = max([hidden, int(variant.params.get("hidden", 0)), *getattr(searched, "values", ()),
+                      int(getattr(searched, "high", 0) or 0)])
+    batch = min(t.batch_size or n_train, n_train)
+    return member_bytes(hidden=hidden, seq_len=seq_len, n_inputs=n_inputs, n_outputs=n_outputs,
+                        batch=batch, itemsize=8 if t.dtype == "float64" else 4)
+
+
+@dataclass
+class _TaskRef:
+    """As much of a PackJob as ``load_job_task`` reads."""
+
+    dataset: dict
+    fold: int | None = None
+    data: dict | None = None
+
+
 def cluster_capacity() -> list[dict[str, float]]:
     """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
     import ray
@@ -304,11 +406,15 @@ def cluster_capacity() -> list[dict[str, float]]:
             for n in ray.nodes() if n.get("Alive", True)]
 
 
-def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None) -> None:
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None, *,
+                    gpus_per_pack: float | None = None) -> None:
     """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
-    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node."""
+    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node
+    (``gpus_per_pack``: the planned value, for a spec that says ``auto``)."""
     nodes = cluster_capacity() if nodes is None else nodes
     ex = spec.execution
+    if gpus_per_pack is not None or ex.gpus_per_pack == "auto":
+        ex = ex.model_copy(update={"gpus_per_pack": gpus_per_pack or 0.0})
     if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
         return
     max_cpu = max((n["CPU"] for n in nodes), default=0)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from ray import tune
 
+from search.cluster import placement
 from search.faults import RetryPolicy, call_with_retry, classify, reason, sleep_unless
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
@@ -62,7 +63,9 @@ def load_job_task(job: PackJob):
 
     from trainer.tasks import load_task
 
-    key = json.dumps([job.dataset, job.fold], sort_keys=True, default=str)
+    key = json.dumps([job.dataset, job.fold, job.data], sort_keys=True, default=str)
+    if key not in _TASK_CACHE and job.data is not None:
+        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
     if key not in _TASK_CACHE:
         options = dict(job.dataset.get("options") or {})
         if job.dataset.get("framing"):
@@ -79,7 +82,8 @@ def successive_halving(job: PackJob) -> Callable[[int, dict[str, np.ndarray]], I
         return None
     grace, factor = int(job.asha["grace_epochs"]), int(job.asha["reduction_factor"])
     stopped: set[int] = set()
-    metric = "test_metric" if job.objective == "test_metric" else "train_metric"
+    # a selection pack's task holds the validation part where a task holds its test part
+    metric = "test_metric" if job.objective in ("val_metric", "test_metric") else "train_metric"
 
     def on_epoch(epoch: int, metrics: dict[str, np.ndarray]) -> list[int]:
         done = epoch + 1
@@ -104,6 +108,8 @@ def _is_rung(epochs_done: int, grace: int, factor: int) -> bool:
 
 
 def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecord:
+    """The stored record of one member. In a selection pack the task's "test" part is the
+    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty."""
     diagnostics = dict(member.diagnostics)
     if diagnostics.get("diverged"):
         status = "diverged"
@@ -111,14 +117,18 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
         status = "pruned"
     else:
         status = "completed"
+    final = {k: float(v) for k, v in member.final.items()}
+    epochs = {k: np.asarray(v) for k, v in member.epochs.items()}
+    extra = {"role": job.role, "pack_composition": job.extra.get("composition")}
+    if job.role == "select":
+        final["val_metric"] = final.pop("test_metric")
+        extra["epoch_test_metric_is"] = "validation"
     return TrialRecord(
-        status=status,
-        final={k: float(v) for k, v in member.final.items()},
+        status=status, final=final,
         diagnostics={k: (v.item() if isinstance(v, np.generic) else v) for k, v in diagnostics.items()},
-        trace={k: np.asarray(v) for k, v in member.trace.items()},
-        epochs={k: np.asarray(v) for k, v in member.epochs.items()},
+        trace={k: np.asarray(v) for k, v in member.trace.items()}, epochs=epochs,
         wall_time=float(pack_result.wall_time), device=str(pack_result.device),
-        pack_id=job.pack_id, pack_size=job.size, attempt=attempt)
+        pack_id=job.pack_id, pack_size=job.size, attempt=attempt, extra=extra)
 
 
 def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = None) -> dict[str, Any]:
@@ -143,7 +153,8 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
         return call_with_retry(lambda: fn(*args), policy, on_retry=lambda exc, wait: log.warning(
             "pack %s: storing failed (%s); retrying in %.1f s", job.pack_id, reason(exc), wait))
 
-    store(sink.pack_started, job.trial_ids, job.pack_id, attempt, device)
+    counted = store(sink.pack_started, job.trial_ids, job.pack_id, attempt, device, placement(device))
+    attempt = attempt if counted is None else int(counted)
     try:
         task = load_job_task(job)
         settings = {**job.pack_settings, "device": device}
@@ -160,15 +171,18 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
     storing = time.perf_counter()
     best_value, best_trial = None, None
     for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
-        store(sink.record_trial, trial_id, member_record(member, result, job, attempt))
+        record = member_record(member, result, job, attempt)
+        store(sink.record_trial, trial_id, record)
         if attempt < job.inject_failures and index == 0:
             if job.extra.get("inject_mode") == "exit":
                 os._exit(13)  # the worker process dies as if killed
             raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
-        value = member.final.get(job.objective)
+        value = record.final.get(job.objective)
         if value is not None and np.isfinite(value) and not member.diverged:
             if best_value is None or (value > best_value if job.maximize else value < best_value):
                 best_value, best_trial = float(value), trial_id
+    if hasattr(sink, "flush"):  # a hand-off sink: the writer stores them after this pack is released
+        store(sink.flush)
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
             "wall_time": float(result.wall_time), "setup_s": trained - started,
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}
@@ -314,6 +328,17 @@ def _trial_error(trial) -> tuple[str, str]:
     return (lines[-1][:500] if lines else "the pack's worker failed"), "unknown"
 
 
+class _PackName:
+    """Tune trial (and trial directory) name: the run's name (the experiment id leads it) and the
+    pack's index, as the dashboard and Tune's logs show it."""
+
+    def __init__(self, run_name: str):
+        self.run_name = run_name
+
+    def __call__(self, trial) -> str:
+        return f"{self.run_name}-pack{trial.config['pack']}"
+
+
 class _CancelStopper(tune.Stopper):
     """Stops every pack in flight once the run's ``should_cancel`` says so."""
 
@@ -336,7 +361,8 @@ def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: floa
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(jobs))))},
-        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s),
+        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s,
+                                    trial_name_creator=_PackName(name), trial_dirname_creator=_PackName(name)),
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),

@@ -1,9 +1,15 @@
 """Turn a spec into trials: configurations per variant (grid, or Optuna samplers via ask/tell),
-each repeated over seeds and folds.
+each repeated over seeds and splits.
 
-Optuna owns the suggestions. To Optuna a trial is one *configuration* of one variant; its value is
-the mean of the objective over the configuration's seeds and folds (the paper averages 10 runs).
-To the user and the database every (configuration, seed, fold) is its own trial.
+Two roles of trial. *Selection* trials (``role: select``) train a configuration on the training
+part of a split minus a validation part and are scored on that validation part (``val_metric``);
+the test rows are not even loaded. To Optuna a trial is one *configuration* of one variant; its
+value is the mean of the objective over the configuration's seeds, splits and validation folds.
+*Test* trials (``role: test``) train each selected configuration on the whole training part of
+every split, for every seed, and are evaluated once on the split's test part (``test_metric``).
+A variant with a single configuration has nothing to select: it only gets test trials.
+To the user and the database every (configuration, seed, split[, validation fold]) is its own trial.
+Test trials are numbered from :data:`TEST_NUMBER_BASE`, so a trial's number says its role.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ import optuna
 
 from search.sink import TrialPlan
 from search.spec import Choice, ExperimentSpec, IntRange, LogUniform, Uniform, VariantSpec
+
+#: Test-phase trials are numbered from here (selection trials below it).
+TEST_NUMBER_BASE = 1_000_000_000
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 logging.getLogger("optuna").setLevel(logging.WARNING)
@@ -121,16 +130,67 @@ def _key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
+def is_test_number(number: int) -> bool:
+    return number >= TEST_NUMBER_BASE
+
+
 def trial_plans(spec: ExperimentSpec, config: Configuration, first_number: int) -> list[TrialPlan]:
-    """The trials of one configuration: one per (seed, fold), numbered from ``first_number``."""
+    """The selection trials of one configuration: one per (seed, split, validation fold), numbered
+    from ``first_number``. Each trains on a split's training part minus its validation part."""
     plans = []
     number = first_number
+    vals = spec.val_list
     for seed in spec.seed_list:
-        for fold in spec.fold_list:
-            member = spec.member_config_for(config.variant, config.params, seed)
-            pack = spec.pack_settings_for(config.variant, config.params)
-            plans.append(TrialPlan(
-                number=number, variant=config.variant.name, params=dict(config.params), seed=seed,
-                fold=fold, config={"member": member.model_dump(mode="json"), "pack": pack}))
-            number += 1
+        for split in spec.split_list:
+            for val in vals:
+                data_seed, options = spec.validation_options(split, val)
+                plans.append(_plan(spec, config.variant, config.params, seed, number,
+                                   split * len(vals) + (val or 0),
+                                   {"role": "select", "split": split, "val_fold": val,
+                                    "data": {"seed": data_seed, "options": options}}))
+                number += 1
     return plans
+
+
+def test_plans(spec: ExperimentSpec, variant_index: int, rank: int, params: dict[str, Any]) -> list[TrialPlan]:
+    """The test trials of the ``rank``-th selected configuration of a variant: one per (seed,
+    split), trained on the split's whole training part and evaluated on its test part. Numbers
+    are a function of (variant, rank, seed, split), so a resumed run plans the same trials."""
+    variant = spec.variants[variant_index]
+    seeds, splits = spec.seed_list, spec.split_list
+    plans = []
+    for i, seed in enumerate(seeds):
+        for split in splits:
+            number = TEST_NUMBER_BASE + ((variant_index * spec.search.select + rank) * len(seeds) + i) \
+                * len(splits) + split
+            data_seed, options = spec.dataset.split_options(split)
+            plans.append(_plan(spec, variant, params, seed, number, split,
+                               {"role": "test", "split": split, "rank": rank,
+                                "data": {"seed": data_seed, "options": options}}))
+    return plans
+
+
+def _plan(spec: ExperimentSpec, variant: VariantSpec, params: dict[str, Any], seed: int, number: int,
+          fold: int, extra: dict[str, Any]) -> TrialPlan:
+    member = spec.member_config_for(variant, params, seed)
+    pack = spec.pack_settings_for(variant, params)
+    return TrialPlan(number=number, variant=variant.name, params=dict(params), seed=seed, fold=fold,
+                     config={"member": member.model_dump(mode="json"), "pack": pack, **extra})
+
+
+def select_configurations(candidates: list[tuple[dict[str, Any], list[float]]], directions: list[str],
+                          k: int) -> list[dict[str, Any]]:
+    """The configurations to evaluate on the test split, from their *validation* objective values.
+
+    One objective: the ``k`` best (ties: the earlier candidate). Several: the Pareto set of the
+    validation values, at most ``k`` of it, in order of the first objective. Test metrics are not
+    an input: this function cannot read them.
+    """
+    signs = np.array([1.0 if d == "maximize" else -1.0 for d in directions])
+    scored = [(i, p, signs * np.asarray(v, dtype=float)) for i, (p, v) in enumerate(candidates)
+              if v is not None and np.all(np.isfinite(v))]
+    if len(directions) > 1:
+        scored = [c for c in scored
+                  if not any(np.all(o[2] >= c[2]) and np.any(o[2] > c[2]) for o in scored)]
+    scored.sort(key=lambda c: (-c[2][0], c[0]))
+    return [p for _, p, _ in scored[:k]]

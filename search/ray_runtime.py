@@ -80,6 +80,17 @@ def tune_storage_dir() -> Path:
     return path
 
 
+def dashboard_available() -> bool:
+    """Whether Ray's dashboard can start here (``ray[default]`` installed). Without it Ray runs
+    headless: one warning, and experiments have no dashboard link."""
+    import ray._private.utils as ray_utils
+
+    error = ray_utils.get_dashboard_dependency_error()
+    if error:
+        log.warning("Ray runs headless: the dashboard needs ray[default] (%s)", error)
+    return not error
+
+
 def run_label(run_id: str | None) -> str:
     """A directory-safe label for Tune's run directory, from an id (never from a user's name)."""
     safe = "".join(ch for ch in (run_id or "") if ch.isascii() and (ch.isalnum() or ch in "-_"))[:64]
@@ -189,7 +200,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
                 kwargs["address"] = address
             else:
                 configure_token_auth()
-                kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                kwargs.update(num_cpus=num_cpus, include_dashboard=dashboard_available(), dashboard_host="127.0.0.1",
                               _temp_dir=str(ray_temp_dir()))
             _init_result.clear()
             _init_done.clear()

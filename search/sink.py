@@ -79,8 +79,12 @@ class ResultSink(Protocol):
         """``number -> {"status", "variant", "params", "seed", "fold", "final"}`` for every
         registered trial (used to resume: finished ones are replayed, the rest re-run)."""
 
-    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
-        """Mark these trials running in ``pack_id`` (attempt counts Ray Tune retries)."""
+    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str,
+                     placement: dict[str, Any] | None = None) -> int | None:
+        """Mark these trials running in ``pack_id`` on ``device``; ``placement`` names the Ray
+        node, host and device (``node_id``, ``host``, ``device_name``). Returns the attempt the
+        sink counted (a trial started before and not finished is on its next attempt), or None
+        to keep ``attempt``."""
 
     def record_trial(self, trial_id: int, record: TrialRecord) -> None:
         """Store a trial's result atomically, replacing any earlier trace of the same trial."""

@@ -16,16 +16,17 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt,
                       field_validator, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
-from trainer.config import Family, MemberConfig, OptimizerKind, PackConfig, RegKind, RegScope
+from trainer.config import Family, LossKind, MemberConfig, OptimizerKind, PackConfig, Reduction, RegKind, RegScope
 
 #: Hyperparameters of one member (one trial) inside a pack.
 MEMBER_PARAMS = ("lr", "lam", "alpha", "rho", "rho_u", "tikhonov_beta",
                  "tikhonov_lambda1", "tikhonov_lambda2")
 #: Hyperparameters shared by a pack: configurations differing in these train in different packs.
-PACK_PARAMS = ("hidden", "batch_size", "init_scale", "optimizer", "epochs", "bias")
+PACK_PARAMS = ("hidden", "batch_size", "init_scale", "optimizer", "epochs", "bias", "loss", "reduction",
+               "train_readout")
 SEARCHABLE = MEMBER_PARAMS + PACK_PARAMS
 #: Final metrics an objective may name (see trainer.result.FINAL_KEYS).
-OBJECTIVE_METRICS = ("test_metric", "train_metric", "sparsity_out", "sparsity_all", "loss",
+OBJECTIVE_METRICS = ("val_metric", "train_metric", "sparsity_out", "sparsity_all", "loss",
                      "data_loss", "wall_time")
 
 Scalar = Union[bool, int, float, str]
@@ -86,12 +87,57 @@ def _known_hyperparameters(value: dict) -> dict:
 SearchSpace = Annotated[dict[str, ParamSpace], AfterValidator(_known_hyperparameters)]
 
 
+class SplitsSpec(_Strict):
+    """The train/test splits every configuration is replicated over (crossed with the seeds).
+
+    ``holdout``: one seeded split (seed ``seed``); ``random``: ``n`` repeated (stratified for
+    classification) random splits, split i seeded by ``seed + i``; ``kfold``: the ``n`` test folds
+    of one seeded (stratified) k-fold of the whole dataset. Test rows of a split never reach
+    model selection (see :class:`ValidationSpec`).
+    """
+
+    kind: Literal["holdout", "random", "kfold"] = "holdout"
+    n: int = Field(1, ge=1, le=100, description="random: number of splits; kfold: k (>= 2)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="seeds the splits (default: dataset.split_seed)")
+    test_fraction: float | None = Field(None, gt=0, lt=1, description="holdout/random: test share "
+                                                                      "(default: the dataset's)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.kind == "holdout" and self.n != 1:
+            raise ValueError("splits.n: a holdout is one split; use kind random or kfold for more")
+        if self.kind == "kfold" and self.n < 2:
+            raise ValueError("splits.n: kfold needs n >= 2")
+        if self.kind == "kfold" and self.test_fraction is not None:
+            raise ValueError("splits.test_fraction: a k-fold's test share is 1/n")
+        return self
+
+
 class DatasetSpec(_Strict):
     name: str = Field(min_length=1, max_length=64, examples=["iris"])
     framing: str | None = Field(None, description="features_as_steps | single_step | rows | window:k")
     options: dict[str, Scalar] = Field(default_factory=dict, description="passed to the loader")
-    cv_folds: int | None = Field(None, ge=2, le=20, description="k-fold CV on the training split")
-    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the train/test split (and CV folds)")
+    cv_folds: int | None = Field(None, ge=2, le=20, description="shorthand for search.validation "
+                                                                "{kind: cv, folds: k} (selection only)")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="seeds the train/test split (default of splits.seed)")
+    splits: SplitsSpec = Field(default_factory=SplitsSpec)
+
+    @property
+    def splits_seed(self) -> int:
+        return self.split_seed if self.splits.seed is None else self.splits.seed
+
+    def split_options(self, split: int) -> tuple[int, dict[str, Any]]:
+        """``(seed, options)`` for ``load_task`` giving split ``split`` (train part + test part)."""
+        options = dict(self.options)
+        if self.framing:
+            options["framing"] = self.framing
+        sp = self.splits
+        if sp.test_fraction is not None:
+            options["test_fraction"] = sp.test_fraction
+        if sp.kind == "kfold":
+            options.update(split_fold=split, n_split_folds=sp.n)
+            return self.splits_seed, options
+        return self.splits_seed + split, options
 
 
 class VariantSpec(_Strict):
@@ -112,12 +158,18 @@ class TrainingSpec(_Strict):
     bias: bool = True
     init_scale: float = Field(0.5, gt=0)
     optimizer: OptimizerKind = "sgd"
-    batch_size: int | None = Field(32, ge=1, description="null trains full batch")
+    batch_size: int | None = Field(32, ge=1, description="null trains full batch; 1 is Algorithm 1 (per sample)")
+    loss: LossKind = Field("auto", description="cross_entropy | squared_error (eq. 11) | auto")
+    reduction: Reduction = Field("mean", description="mean over the batch, or sum as eq. 15")
+    train_readout: bool = Field(False, description="diag_rnn: train the 1/sqrt(m) readout (the paper fixes it)")
     epochs: int = Field(100, ge=1, le=100_000)
     max_steps: int | None = Field(None, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
     device: str = "auto"
     trace_every: int = Field(1, ge=1)
+    engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
+                                                     "(one compiled/captured step), auto (fast on CUDA)")
+    precision: Literal["float32", "tf32", "bf16"] = Field("float32", description="float32 exact; tf32/bf16 opt-in")
     lr: float = Field(1e-3, gt=0)
     lam: float = Field(0.0, ge=0)
     alpha: float = Field(0.01, gt=0)
@@ -129,10 +181,32 @@ class TrainingSpec(_Strict):
     tikhonov_lambda2: float = Field(1.0, ge=0)
 
 
+class ValidationSpec(_Strict):
+    """Where a search scores configurations: data carved from each split's *training* part.
+
+    ``holdout``: a seeded (stratified) ``fraction`` of it; ``cv``: ``folds``-fold CV of it. The
+    selected configuration(s) are then trained on the whole training part and evaluated once on
+    the held-out test part, reported separately (``role: test``).
+    """
+
+    kind: Literal["holdout", "cv"] = "holdout"
+    fraction: float = Field(0.2, gt=0, lt=1)
+    folds: int = Field(5, ge=2, le=20)
+    seed: int = Field(0, ge=0, description="seeds the validation carve / the folds")
+
+
 class Objective(_Strict):
-    metric: Literal[OBJECTIVE_METRICS] = "test_metric"  # type: ignore[valid-type]
+    """What a search optimises. ``val_metric`` is measured on validation data carved from the
+    training part; the test split is never an objective (``test_metric`` is read as ``val_metric``)."""
+
+    metric: Literal[OBJECTIVE_METRICS] = "val_metric"  # type: ignore[valid-type]
     direction: Literal["maximize", "minimize", "auto"] = Field(
         "auto", description="auto: maximize accuracy, minimize MSE/loss/time, maximize sparsity")
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _no_test_selection(cls, value: Any) -> Any:
+        return "val_metric" if value == "test_metric" else value
 
 
 class SearchSpec(_Strict):
@@ -143,6 +217,10 @@ class SearchSpec(_Strict):
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1, max_length=4)
     sampler_seed: int = Field(0, ge=0)
     round_size: int | None = Field(None, ge=1, description="configurations asked per round (adaptive samplers)")
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    select: int = Field(1, ge=1, le=100, description="configurations per variant evaluated on the test "
+                                                       "split (multi-objective: up to this many of the "
+                                                       "validation Pareto set)")
 
 
 class AshaSpec(_Strict):
@@ -151,9 +229,16 @@ class AshaSpec(_Strict):
 
 
 class ExecutionSpec(_Strict):
-    pack_size: int = Field(64, ge=1, le=4096, description="members trained together in one Ray Tune trial")
+    pack_size: int = Field(64, ge=1, le=4096, description=(
+        "members trained together in one Ray Tune trial (on GPUs, when set: the largest pack; "
+        "unset, packs are as large as a GPU's memory allows)"))
+    timing: Literal["packed", "solo"] = Field(
+        "packed", description="packed: members share a pack (its wall time is recorded, shared); solo: every "
+                              "trial trains alone (pack size 1) so its wall time is its own")
     cpus_per_pack: float = Field(1.0, gt=0)
-    gpus_per_pack: float = Field(0.0, ge=0, description="fractional GPUs per pack")
+    gpus_per_pack: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = Field(
+        "auto", description="GPUs per pack (fractions allowed); auto: one pack per GPU on a "
+                            "cluster with GPUs, CPU packs otherwise")
     max_failures: int = Field(2, ge=0, le=10, description="Ray Tune retries of a failed pack")
     scheduler: Literal["none", "asha"] = "none"
     asha: AshaSpec = Field(default_factory=AshaSpec)
@@ -212,8 +297,39 @@ class ExperimentSpec(_Strict):
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
 
     @property
-    def fold_list(self) -> list[int | None]:
-        return list(range(self.dataset.cv_folds)) if self.dataset.cv_folds else [None]
+    def split_list(self) -> list[int]:
+        return list(range(self.dataset.splits.n))
+
+    @property
+    def validation(self) -> ValidationSpec:
+        """The validation protocol of selection (``dataset.cv_folds`` is shorthand for inner CV)."""
+        if self.dataset.cv_folds:
+            return ValidationSpec(kind="cv", folds=self.dataset.cv_folds, seed=self.search.validation.seed)
+        return self.search.validation
+
+    @property
+    def val_list(self) -> list[int | None]:
+        """Validation folds of one split: the CV folds, or ``[None]`` for one holdout carve."""
+        v = self.validation
+        return list(range(v.folds)) if v.kind == "cv" else [None]
+
+    def validation_options(self, split: int, val: int | None) -> tuple[int, dict[str, Any]]:
+        """``(seed, options)`` for ``load_task``: the training part of ``split`` cut into a training
+        and a validation part (returned as the task's "test" part); the test rows are not loaded."""
+        seed, options = self.dataset.split_options(split)
+        v = self.validation
+        if v.kind == "cv":
+            options.update(fold=int(val), n_folds=v.folds, fold_seed=v.seed)
+        else:
+            options.update(val_fraction=v.fraction, fold_seed=v.seed)
+        return seed, options
+
+    def needs_selection(self, variant: VariantSpec) -> bool:
+        """Whether the variant has a choice to make: every sampler search, a grid of two or more points."""
+        return self.search.algorithm != "grid" or self.configurations_per_variant(variant) > 1
+
+    def selected_per_variant(self, variant: VariantSpec) -> int:
+        return min(self.search.select, self.configurations_per_variant(variant))
 
     def space_for(self, variant: VariantSpec) -> dict[str, Any]:
         """The search space of one variant: global space plus its overrides, minus the
@@ -238,7 +354,9 @@ class ExperimentSpec(_Strict):
         values: dict[str, Any] = {
             "family": variant.family, "hidden": t.hidden, "bias": t.bias, "init_scale": t.init_scale,
             "optimizer": t.optimizer, "batch_size": t.batch_size, "epochs": t.epochs,
+            "loss": t.loss, "reduction": t.reduction, "train_readout": t.train_readout,
             "max_steps": t.max_steps, "dtype": t.dtype, "device": t.device, "trace_every": t.trace_every,
+            "engine": t.engine, "precision": t.precision,
         }
         values.update({k: v for k, v in variant.params.items() if k in PACK_PARAMS})
         values.update({k: v for k, v in params.items() if k in PACK_PARAMS})
@@ -253,7 +371,7 @@ class ExperimentSpec(_Strict):
         for obj in self.search.objectives:
             if obj.direction != "auto":
                 out.append(obj.direction)
-            elif obj.metric in ("test_metric", "train_metric"):
+            elif obj.metric in ("val_metric", "train_metric"):
                 out.append("maximize" if task_kind == "classification" else "minimize")
             elif obj.metric.startswith("sparsity"):
                 out.append("maximize")
@@ -267,9 +385,15 @@ class ExperimentSpec(_Strict):
         return int(self.search.n_trials or 1)
 
     def count_trials(self) -> int:
-        """Planned number of trials: configurations x seeds x folds, summed over variants."""
-        reps = len(self.seed_list) * len(self.fold_list)
-        return sum(self.configurations_per_variant(v) for v in self.variants) * reps
+        """Planned trials: selection (configurations x seeds x splits x validation folds, for variants
+        with a choice) plus test (selected configurations x seeds x splits), over variants."""
+        reps = len(self.seed_list) * len(self.split_list)
+        total = 0
+        for v in self.variants:
+            if self.needs_selection(v):
+                total += self.configurations_per_variant(v) * reps * len(self.val_list)
+            total += self.selected_per_variant(v) * reps
+        return total
 
 
 def _relevant(param: str, reg: str, optimizer: str) -> bool:

@@ -106,6 +106,9 @@ def experiment_problems(spec: ExperimentSpec, *, data_dir: Path) -> tuple[list[P
     if kind and "|" in kind and not problems:
         problems.append(Problem(("dataset", "options", "kind"),
                                 "say kind=classification or kind=regression", "dataset"))
+    if kind == "regression" and spec.training.loss == "cross_entropy":
+        problems.append(Problem(("training", "loss"), "cross_entropy needs a classification dataset; "
+                                                      f"{spec.dataset.name} is regression"))
     return problems, kind
 
 

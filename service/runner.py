@@ -111,11 +111,16 @@ class Runner:
             store = Store(self.settings.database_url)
         self.store = store
         self.runner_id = runner_id or default_runner_id()
+        self._stop = threading.Event()
+        if run_fn is None and self.settings.ray_jobs_address:
+            from service.dispatch import JobDispatcher  # experiments run as Ray jobs on the cluster
+
+            run_fn = JobDispatcher(self.settings, store, stopping=self._stop.is_set).run
+            init_ray = False
         self._run_fn = run_fn
         self._sink_factory = sink_factory
         self._spec_loader = spec_loader
         self._init_ray = (run_fn is None) if init_ray is None else init_ray
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats = RunnerStats(dashboard_url=self.settings.ray_dashboard_url)
 

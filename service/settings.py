@@ -42,6 +42,10 @@ class Settings(BaseSettings):
         description="Ray cluster to join (e.g. 'auto', '10.0.0.5:6379'); unset starts a local Ray")
     ray_dashboard_url: str | None = Field(
         default=None, description="Public base URL of the Ray dashboard (links to experiments' job pages)")
+    ray_jobs_address: str | None = Field(
+        default=None,
+        description="Ray Jobs API of the cluster (e.g. http://ray-head:8265): set, runners submit each "
+                    "experiment as a Ray job `rnnhpo-<id>` and need no local Ray")
     api_token: SecretStr | None = Field(
         default=None, description="Bearer token required by mutating endpoints when set")
     host: str = Field(default="127.0.0.1", description="Bind address of `rnnhpo serve`")
@@ -75,7 +79,7 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, v):
         return None if v in ("", None) else v
 
-    @field_validator("ray_address", "ray_dashboard_url", mode="before")
+    @field_validator("ray_address", "ray_dashboard_url", "ray_jobs_address", mode="before")
     @classmethod
     def _empty_is_none(cls, v):
         return None if v in ("",) else v

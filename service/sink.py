@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from search.sink import TrialPlan, TrialRecord
-from service.db.engine import normalize_url
+from service.db.engine import make_engine, normalize_url
 from service.store import Store
 
 _STORES: dict[tuple[str, int], Store] = {}
@@ -29,12 +29,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
+#: Connections one process's sink holds at most on a server database (every Ray worker process
+#: has its own pool). Past ~50 pack processes at once, put PgBouncer in front of PostgreSQL
+#: (``docker compose --profile pgbouncer``).
+SINK_POOL_SIZE, SINK_MAX_OVERFLOW = 1, 1
+
+
 def _store_for(url: str) -> Store:
     key = (url, os.getpid())
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = _STORES[key] = Store(url, migrate=False)
+            engine = None
+            if normalize_url(url).get_backend_name() == "postgresql":
+                engine = make_engine(url, pool_size=SINK_POOL_SIZE, max_overflow=SINK_MAX_OVERFLOW)
+            store = _STORES[key] = Store(url, migrate=False, engine=engine)
         return store
 
 
@@ -76,8 +85,9 @@ class SqlResultSink:
         return {v.number: {"status": v.status, "variant": v.variant, "params": v.params, "seed": v.seed,
                            "fold": v.fold, "final": v.final or {}} for v in views}
 
-    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
-        self.store.pack_started(trial_ids, pack_id, attempt, device)
+    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str,
+                     placement: dict[str, Any] | None = None) -> int:
+        return self.store.pack_started(trial_ids, pack_id, attempt, device, placement)
 
     def record_trial(self, trial_id: int, record: TrialRecord) -> None:
         self.store.record_trial(trial_id, record)

@@ -97,11 +97,12 @@ def test_submit_json_get_list(client):
     assert r.status_code == 202, r.text
     body = r.json()
     exp_id = body["id"]
-    assert body["status"] == "queued" and body["trials_planned"] == 2 * 2 + 2 * 2 * 2
+    # selection (configurations x seeds) + the selected configuration of each variant on test x seeds
+    assert body["status"] == "queued" and body["trials_planned"] == 2 * 2 + 2 * 2 * 2 + 2 * 2
     assert r.headers["location"] == f"/api/v1/experiments/{exp_id}"
     assert body["links"]["trials"].endswith(f"/experiments/{exp_id}/trials")
     g = client.get(f"/api/v1/experiments/{exp_id}").json()
-    assert g["status"] == "queued" and g["progress"]["trials_total"] == 12
+    assert g["status"] == "queued" and g["progress"]["trials_total"] == 16
     assert g["progress"]["trials_done"] == 0 and g["spec"]["name"] == "iris-api-test"
     lst = client.get("/api/v1/experiments", params={"status": "queued"}).json()
     assert lst["total"] == 1 and lst["items"][0]["id"] == exp_id

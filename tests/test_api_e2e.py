@@ -20,6 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from search.planning import is_test_number
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +35,10 @@ TINY = {
     "search": {"algorithm": "grid", "space": {"lam": {"type": "grid", "values": [0.001, 0.01]}}},
     "seeds": 2,
     "execution": {"pack_size": 2},
-}  # GRU: 2 seeds; SL1-GRU: 2 lam x 2 seeds -> 6 trials in 3 packs
+}  # GRU: 2 seeds (nothing to select); SL1-GRU: 2 lam x 2 seeds on validation + the best lam x 2 seeds
+#  on test -> 8 trials
 
-#: More packs, so a kill lands mid-experiment: 6 trials, one per pack.
+#: More packs, so a kill lands mid-experiment: 8 trials, one per pack.
 KILLABLE = {**TINY, "name": "iris-kill", "training": {"epochs": 3, "batch_size": 16, "lr": 0.05},
             "seeds": [0, 1], "execution": {"pack_size": 1}}
 
@@ -192,19 +195,19 @@ def lifecycle(server: Server) -> None:
     assert exc.value.status == 422 and ["body", "training", "epochs"] in [e["loc"] for e in exc.value.detail]
 
     sub = c.submit(yaml.safe_dump(TINY), fmt="yaml")
-    assert sub.trials_planned == 6
+    assert sub.trials_planned == 8
     seen: set[str] = set()
     exp = wait_for(c, sub.id, ("succeeded", "failed", "cancelled"), seen=seen)
     assert exp.status == "succeeded", exp.error
     assert "running" in seen
-    assert exp.progress.trials_done == exp.progress.trials_total == 6
-    assert exp.progress.best is not None and exp.progress.best["metric"] == "test_metric"
+    assert exp.progress.trials_done == exp.progress.trials_total == 8
+    assert exp.progress.best is not None and exp.progress.best["metric"] == "val_metric"
     assert exp.finished_at is not None and exp.attempts == 1
 
     trials = c.all_trials(sub.id)
-    assert len(trials) == 6 and {t["status"] for t in trials} == {"completed"}
-    assert sorted(t["number"] for t in trials) == list(range(6))
-    t0 = trials[0]
+    assert len(trials) == 8 and {t["status"] for t in trials} == {"completed"}
+    assert sorted(t["number"] for t in trials if not is_test_number(t["number"])) == list(range(4))
+    t0 = next(t for t in trials if is_test_number(t["number"]))
     assert t0["steps"] and t0["test_metric"] is not None
     tr = c.trace(t0["id"], metrics=["loss", "grad_norm", "weight_norm"])
     assert len(tr["step"]) == t0["steps"] and set(tr) == {"step", "loss", "grad_norm", "weight_norm"}
@@ -213,11 +216,11 @@ def lifecycle(server: Server) -> None:
     csv_text = c.trace_csv(t0["id"], metrics=["loss"])
     assert csv_text.splitlines()[0] == "step,loss" and len(csv_text.splitlines()) == t0["steps"] + 1
     page = c.trials_page(sub.id, variant="SL1-GRU", sort="test_metric", descending=True)
-    assert page.total == 4
+    assert page.total == 6  # 4 selection + 2 test trials
 
     rows = c.compare(sub.id)
     assert [r["variant"] for r in rows] == ["GRU", "SL1-GRU"]
-    assert rows[1]["n_completed"] == 4 and rows[1]["test_metric_std"] is not None
+    assert rows[1]["n_completed"] == 2 and rows[1]["test_metric_std"] is not None  # test trials only
     assert "±" in c.compare_table(sub.id, fmt="markdown")
 
     for kind, params, shape in [("convergence", {"width": 900, "height": 300}, (300, 900)),
@@ -252,7 +255,7 @@ def kill_and_resume(server: Server) -> None:
     c = server.client()
     sub = c.submit(KILLABLE)
     total = sub.trials_planned
-    assert total == 6
+    assert total == 8
     deadline = time.monotonic() + 180
     while True:  # wait until part of it is done
         exp = c.get(sub.id)
@@ -279,7 +282,7 @@ def kill_and_resume(server: Server) -> None:
     assert wait_for(c, ref.id, ("succeeded", "failed", "cancelled")).status == "succeeded"
     ref_trials, ref_rows, ref_numbers = _counts(server.db_url, ref.id)
     assert (n_trials, n_rows, numbers) == (ref_trials, ref_rows, ref_numbers)
-    assert n_trials == total and numbers == list(range(total))
+    assert n_trials == total and [n for n in numbers if not is_test_number(n)] == list(range(4))
     statuses = {t["status"] for t in c.all_trials(sub.id)}
     assert statuses == {"completed"}
 

@@ -39,19 +39,24 @@ def test_run_then_query_the_local_database(ray_local, tmp_path, monkeypatch):
     out = json.loads(invoke("run", str(spec_file), "--json", "--plots-dir", str(plots)))
     assert out["status"] == "succeeded"
     rows = {r["variant"]: r for r in out["variants"]}
-    assert set(rows) == {"GRU", "SL1-GRU"} and all(r["n_completed"] == 4 for r in rows.values())
+    # per variant: the lr chosen on validation, 2 seeds on the test split
+    assert set(rows) == {"GRU", "SL1-GRU"} and all(r["n_completed"] == 2 for r in rows.values())
     for name in ("convergence.png", "sparsity.png", "grid.png"):
         image = matplotlib.image.imread(plots / name)
         assert image.shape[0] > 100 and image.shape[1] > 100
 
     by_config = json.loads(invoke("compare", out["experiment"], "--json", "--by-config"))
-    assert len(by_config) == 4 and {r["params"]["lr"] for r in by_config} == {0.01, 0.05}
+    # selection rows (2 variants x 2 lr) + the chosen lr's test rows (2 variants)
+    assert len(by_config) == 6 and {r["params"]["lr"] for r in by_config} == {0.01, 0.05}
+    assert sorted(r["role"] for r in by_config) == ["select"] * 4 + ["test"] * 2
 
     trials = json.loads(invoke("trials", out["experiment"], "--json", "--sort", "test_metric", "--desc"))
-    assert len(trials) == 8
-    assert [t["test_metric"] for t in trials] == sorted((t["test_metric"] for t in trials), reverse=True)
+    assert len(trials) == 12
+    tested = [t["test_metric"] for t in trials if t["test_metric"] is not None]
+    assert len(tested) == 4 and tested == sorted(tested, reverse=True)
 
-    csv = invoke("trace", str(trials[0]["id"]), "--csv", "--metrics", "step,loss").splitlines()
+    test_trial = next(t for t in trials if t["test_metric"] is not None)
+    csv = invoke("trace", str(test_trial["id"]), "--csv", "--metrics", "step,loss").splitlines()
     assert csv[0] == "step,loss" and len(csv) == 1 + 2 * 4  # 2 epochs x ceil(105 / 32) steps
     assert [int(line.split(",")[0]) for line in csv[1:]] == list(range(8))
 

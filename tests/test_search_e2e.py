@@ -9,13 +9,23 @@ import numpy as np
 import pytest
 
 from search.driver import run_experiment
+from search.planning import is_test_number
 from search.spec import ExperimentSpec
 from service.sink import SqlResultSink
 from service.store import Store
 
 pytestmark = pytest.mark.slow
 
-STEPS_PER_EPOCH = math.ceil(105 / 32)  # iris: 105 training samples, batch 32
+STEPS_PER_EPOCH = math.ceil(105 / 32)  # iris: 105 training samples, batch 32 (test trials)
+SELECT_STEPS_PER_EPOCH = math.ceil(84 / 32)  # selection trials: 21 of the 105 held out for validation
+
+
+def selection(trials):
+    return [t for t in trials if not is_test_number(t.number)]
+
+
+def on_test(trials):
+    return [t for t in trials if is_test_number(t.number)]
 
 
 def make_spec(**overrides) -> ExperimentSpec:
@@ -51,10 +61,11 @@ def all_trials(store: Store, exp_id: str):
 def assert_one_complete_trace_each(store: Store, exp_id: str, epochs: int) -> None:
     for t in all_trials(store, exp_id):
         assert t.status == "completed", (t.number, t.status, t.error)
+        steps = epochs * (STEPS_PER_EPOCH if is_test_number(t.number) else SELECT_STEPS_PER_EPOCH)
         trace = store.get_trace(t.id)
-        assert len(trace["step"]) == epochs * STEPS_PER_EPOCH
-        assert np.array_equal(trace["step"], np.arange(epochs * STEPS_PER_EPOCH))
-        assert store.trace_row_count(trial_id=t.id) == epochs * STEPS_PER_EPOCH
+        assert len(trace["step"]) == steps
+        assert np.array_equal(trace["step"], np.arange(steps))
+        assert store.trace_row_count(trial_id=t.id) == steps
         assert len(store.get_epochs(t.id)["epoch"]) == epochs
 
 
@@ -70,15 +81,23 @@ def test_grid_runs_exactly_the_grid_and_stores_every_trace(ray_local, db_url):
     store, exp_id, sink = start(db_url, spec)
     seen = []
     summary = run_experiment(spec, sink, progress=seen.append)
-    assert summary.trials_done == spec.count_trials() == 8 and summary.n_failed == 0
+    # 8 selection trials (2 variants x 2 lr x 2 seeds), then each variant's best lr x 2 seeds on test
+    assert summary.trials_done == spec.count_trials() == 12 and summary.n_failed == 0
     trials = all_trials(store, exp_id)
-    visited = {(t.variant, t.params["lr"], t.seed) for t in trials}
+    visited = {(t.variant, t.params["lr"], t.seed) for t in selection(trials)}
     assert visited == set(itertools.product(["GRU", "SL1-GRU"], [0.005, 0.05], [0, 1]))
+    assert all(t.test_metric is None and t.final["val_metric"] is not None for t in selection(trials))
+    assert all(t.test_metric is not None for t in on_test(trials)) and len(on_test(trials)) == 4
     assert_one_complete_trace_each(store, exp_id, epochs=3)
-    assert seen[-1].trials_done == 8 and seen[-1].packs_done == seen[-1].packs_total
-    assert summary.best is not None and summary.best["metric"] == "test_metric"
-    best_trial = max((t for t in trials), key=lambda t: t.test_metric)
-    assert summary.best["value"] == pytest.approx(best_trial.test_metric)
+    assert seen[-1].trials_done == 12 and seen[-1].packs_done == seen[-1].packs_total
+    assert summary.best is not None and summary.best["metric"] == "val_metric"
+    best_trial = max(selection(trials), key=lambda t: t.final["val_metric"])
+    assert summary.best["value"] == pytest.approx(best_trial.final["val_metric"])
+    for variant in ("GRU", "SL1-GRU"):  # the test trials use the lr with the best mean validation score
+        mean = {lr: np.mean([t.final["val_metric"] for t in selection(trials)
+                             if t.variant == variant and t.params["lr"] == lr]) for lr in (0.005, 0.05)}
+        chosen = {t.params["lr"] for t in on_test(trials) if t.variant == variant}
+        assert chosen == {max(mean, key=lambda lr: (mean[lr], -[0.005, 0.05].index(lr)))}
 
 
 def test_packed_and_one_per_trial_give_identical_metrics(ray_local, tmp_path):
@@ -88,9 +107,9 @@ def test_packed_and_one_per_trial_give_identical_metrics(ray_local, tmp_path):
         store, exp_id, sink = start(f"sqlite:///{tmp_path / f'p{pack_size}.db'}", spec)
         run_experiment(spec, sink)
         trials = all_trials(store, exp_id)
-        assert len({t.pack_id for t in trials}) == (2 if pack_size == 64 else 8)
-        results[pack_size] = {(t.variant, t.params["lr"], t.seed): (t.train_metric, t.test_metric, t.loss)
-                              for t in trials}
+        assert len({t.pack_id for t in trials}) == (4 if pack_size == 64 else 12)
+        results[pack_size] = {(t.variant, t.params["lr"], t.seed, is_test_number(t.number)):
+                              (t.train_metric, t.test_metric, t.final.get("val_metric"), t.loss) for t in trials}
     assert results[64].keys() == results[1].keys()
     for key, packed in results[64].items():
         assert packed == pytest.approx(results[1][key], abs=1e-10)
@@ -130,11 +149,11 @@ def test_cancelled_run_resumes_without_duplicates(ray_local, tmp_path):
                            should_cancel=cancel_after_first_pack)
     assert first.cancelled
     done_before = [t for t in all_trials(store, exp_id) if t.status == "completed"]
-    assert 0 < len(done_before) < 8
+    assert 0 < len(done_before) < 12
     second = run_experiment(spec, SqlResultSink(url, exp_id))
-    assert not second.cancelled and second.trials_done == 8
+    assert not second.cancelled and second.trials_done == 12
     trials = all_trials(store, exp_id)
-    assert len(trials) == 8
+    assert len(trials) == 12
     assert_one_complete_trace_each(store, exp_id, epochs=3)
     unchanged = {t.id: t.pack_id for t in done_before}
     assert all(t.pack_id == unchanged[t.id] for t in trials if t.id in unchanged)
@@ -146,13 +165,13 @@ def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
         search={"algorithm": "nsga2", "n_trials": 8, "round_size": 4,
                 "space": {"lr": {"type": "log", "low": 1e-3, "high": 1e-1},
                           "lam": {"type": "log", "low": 1e-4, "high": 1e-1}},
-                "objectives": [{"metric": "test_metric", "direction": "maximize"},
-                               {"metric": "sparsity_all", "direction": "minimize"}]})
+                "objectives": [{"metric": "val_metric", "direction": "maximize"},
+                               {"metric": "sparsity_all", "direction": "minimize"}], "select": 3})
     store, exp_id, sink = start(f"sqlite:///{tmp_path / 'n.db'}", spec)
     summary = run_experiment(spec, sink)
     trials = all_trials(store, exp_id)
-    assert len(trials) == 8
-    points = [(t.test_metric, t.sparsity_all) for t in trials]
+    assert len(selection(trials)) == 8
+    points = [(t.final["val_metric"], t.sparsity_all) for t in selection(trials)]
     front = [tuple(p["values"]) for p in summary.pareto]
     assert front
 
@@ -160,6 +179,11 @@ def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
         return any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points)
 
     assert set(front) == {p for p in points if not dominated(p)}
+    # up to 3 of the validation Pareto set are evaluated on the test split
+    tested = {tuple(sorted(t.params.items())) for t in on_test(trials)}
+    pareto_params = {tuple(sorted(t.params.items())) for t in selection(trials)
+                     if (t.final["val_metric"], t.sparsity_all) in set(front)}
+    assert 1 <= len(tested) <= 3 and tested <= pareto_params
 
 
 def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
@@ -170,7 +194,9 @@ def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
                                 "asha": {"grace_epochs": 1, "reduction_factor": 3}})
     store, exp_id, sink = start(f"sqlite:///{tmp_path / 'a.db'}", spec)
     run_experiment(spec, sink)
-    trials = all_trials(store, exp_id)
+    everything = all_trials(store, exp_id)
+    assert [len(store.get_epochs(t.id)["epoch"]) for t in on_test(everything)] == [9]  # never pruned
+    trials = selection(everything)
     epochs_run = sorted(len(store.get_epochs(t.id)["epoch"]) for t in trials)
     assert epochs_run == [1] * 6 + [3] * 2 + [9]
     assert sorted(t.status for t in trials) == ["completed"] + ["pruned"] * 8

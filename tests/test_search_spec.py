@@ -36,7 +36,8 @@ def test_grid_counts_configurations_times_seeds_and_folds():
     # GRU (no regularizer) only searches lr; SL1-GRU searches lr x lam x alpha.
     assert s.configurations_per_variant(s.variants[0]) == 2
     assert s.configurations_per_variant(s.variants[1]) == 12
-    assert s.count_trials() == (2 + 12) * 3 * 2
+    # selection: configurations x seeds x validation folds; test: the selected one x seeds
+    assert s.count_trials() == (2 + 12) * 3 * 2 + (1 + 1) * 3
 
 
 def test_grid_configurations_are_exactly_the_cartesian_product():

@@ -30,7 +30,7 @@ def test_migrations_create_the_tables(url):
     assert current_revision(url) is None
     Store(url)
     assert _tables(url) == TABLES | {VERSION_TABLE}
-    assert current_revision(url) == head_revision() == "0003_experiment_partial"
+    assert current_revision(url) == head_revision() == "0004_trial_placement"
     insp = sa.inspect(get_engine(url))
     # the migration and the models describe the same columns, keys and indexes
     for table in Base.metadata.sorted_tables:

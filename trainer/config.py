@@ -13,8 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Family = Literal["rnn", "lstm", "gru", "diag_rnn"]
 RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
 RegScope = Literal["output", "all"]
-OptimizerKind = Literal["sgd", "projected_gd", "adam"]
+OptimizerKind = Literal["sgd", "projected_gd", "adam", "prox_sgd"]
 DType = Literal["float32", "float64"]
+LossKind = Literal["auto", "cross_entropy", "squared_error"]
+Reduction = Literal["mean", "sum"]
+Engine = Literal["eager", "fast", "auto"]
+Precision = Literal["float32", "tf32", "bf16"]
 
 
 class MemberConfig(BaseModel):
@@ -54,13 +58,22 @@ class PackConfig(BaseModel):
     init_scale: float = Field(0.5, gt=0, description="weights start U[-a, a] (paper: a = 0.5)")
     optimizer: OptimizerKind = "sgd"
     adam_betas: tuple[float, float] = (0.9, 0.999)
-    batch_size: int | None = Field(32, ge=1, le=1_000_000, description="None trains full batch")
+    batch_size: int | None = Field(32, ge=1, le=1_000_000,
+                                   description="None trains full batch; 1 is Algorithm 1's per-sample SGD")
+    loss: LossKind = Field("auto", description="cross_entropy (softmax) | squared_error (eq. 11: sigmoid "
+                                               "output for classes, linear for regression) | auto")
+    reduction: Reduction = Field("mean", description="mean over the batch, or sum over it as eq. 15")
     epochs: int | None = Field(100, ge=1, le=100_000)
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many updates")
     dtype: DType = "float32"
     device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")
-    train_readout: bool = Field(True, description="diag_rnn only: train the 1/sqrt(m) readout too")
+    train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
+                                                   "(the rnn-gd-convergence paper keeps it fixed)")
+    engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
+                           "(trainer.step); auto: fast on CUDA, eager on CPU")
+    precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
+                                 "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -68,8 +81,14 @@ class PackConfig(BaseModel):
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps")
         for i, m in enumerate(self.members):
+            if m.reg == "tikhonov" and self.optimizer == "prox_sgd":
+                raise ValueError(f"members[{i}].reg: prox_sgd has no proximal map for tikhonov")
             if m.reg == "tikhonov" and self.family != "lstm":
                 raise ValueError(f"members[{i}].reg: tikhonov is defined for the lstm family only, not {self.family}")
+        if self.precision != "float32" and self.dtype != "float32":
+            raise ValueError(f"precision: {self.precision} applies to float32 training only")
+        if self.precision != "float32" and self.engine == "eager":
+            raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
         if self.family == "diag_rnn" and self.hidden % 2:
             raise ValueError("hidden: diag_rnn needs an even width for the symmetric initialisation")
         return self

@@ -10,6 +10,9 @@ masks it for diverged/stopped members and applies it in place.
   a weight matrix (one gate of one hidden unit; for ``diag_rnn`` the scalar w_i and the column
   U[:, i]). Biases and the readout are not projected.
 * ``adam`` - Adam with per-member eta, shared betas, eps 1e-8 (an extra, not in the papers).
+* ``prox_sgd`` - beyond the papers: the SGD step on the data loss only, followed by the proximal
+  map of eta * lambda * R (``Penalty.prox``): soft-thresholding for L1 (exact zeros), the exact
+  prox of h_alpha for smoothing L1, v / (1 + 2 eta lambda) for L2.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class Optimizer:
                                     torch.as_tensor(r, dtype=dt, device=dev).view(-1, 1, 1)))
 
     def step(self, flat: Tensor, grad: Tensor) -> Tensor:
-        if self.kind == "sgd":
+        if self.kind in ("sgd", "prox_sgd"):
             return self.neg_lr * grad
         if self.kind == "adam":
             self.t += 1

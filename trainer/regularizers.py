@@ -43,6 +43,34 @@ def h_alpha_grad(w: Tensor, alpha) -> Tensor:
     return torch.where(w.abs() >= alpha, torch.sign(w), w / alpha)
 
 
+def steps_to_threshold(kind: str, w0: float, lr: float, lam: float, alpha: float, eps: float) -> float:
+    """Plain-SGD steps the penalty *alone* needs to bring a weight from |w0| below ``eps``.
+
+    The data gradient is ignored (the best case for sparsity). Per step the penalty moves w by
+    ``-lr * lam * dR/dw``: L1 by ``lr*lam`` (``(|w0| - eps) / (lr*lam)`` steps); L2 multiplies it by
+    ``1 - 2 lr lam``; smoothing L1 (eq. 14) moves it by ``lr*lam`` down to ``alpha``, then multiplies it
+    by ``1 - lr lam / alpha`` inside the band. ``inf`` when the penalty cannot get there (no penalty,
+    or a step that overshoots: the closed form does not apply).
+    """
+    a = abs(float(w0))
+    step = lr * lam
+    if a < eps:
+        return 0.0
+    if step <= 0 or kind not in ("l1", "l2", "sl1"):
+        return math.inf
+    if kind == "l1":
+        return (a - eps) / step
+    if kind == "l2":
+        q = 2 * step
+        return math.log(a / eps) / -math.log1p(-q) if q < 1 else math.inf
+    q = step / alpha
+    if q >= 1:
+        return math.inf
+    outside = max(0.0, (a - alpha) / step)
+    inside = math.log(min(a, alpha) / eps) / -math.log1p(-q)
+    return outside + inside
+
+
 def resolve_beta(beta) -> float:
     return TIKHONOV_BETA[beta] if isinstance(beta, str) else float(beta)
 
@@ -81,8 +109,11 @@ class Penalty:
             self.t_spectral = torch.as_tensor([m.tikhonov_norm == "spectral" for m in members], device=device)
         self.K = K
 
-    def value_and_grad(self, flat: Tensor, need_grad: bool = True):
-        """Returns (penalty (K,), [(column slice, gradient (K, cols)), ...]); add each part in place."""
+    def value_and_grad(self, flat: Tensor, need_grad: bool = True, include_tikhonov: bool = True):
+        """Returns (penalty (K,), [(column slice, gradient (K, cols)), ...]); add each part in place.
+
+        ``include_tikhonov=False`` leaves the Tikhonov term out (the fast step differentiates it
+        together with the data loss)."""
         pen = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
         grad = None
         full = flat
@@ -103,7 +134,7 @@ class Penalty:
                 grad = g if grad is None else grad + g
         grads = [] if grad is None else [(self.cols, grad)]
         flat = full
-        if self.has_tik:
+        if self.has_tik and include_tikhonov:
             if need_grad:
                 with torch.enable_grad():
                     leaf = flat.detach().requires_grad_(True)
@@ -115,6 +146,46 @@ class Penalty:
                 r = self.tikhonov(flat)
             pen = pen + r
         return pen, grads
+
+    def prox(self, v: Tensor, lr: Tensor) -> Tensor:
+        """The proximal map of lr * R per member (``prox_sgd``, beyond the papers), in place on ``v``
+        (K, P); ``lr`` is (K, 1). argmin_u 1/2 (u - v)^2 + lr lam h(u), elementwise:
+
+        * L1: soft-thresholding sign(v) max(|v| - lr lam, 0) - exact zeros;
+        * smoothing L1 (eq. 14): v - lr lam sign(v) when that stays outside [-alpha, alpha], else
+          v / (1 + lr lam / alpha) (the quadratic part's prox; it shrinks but never reaches 0);
+        * L2: v / (1 + 2 lr lam).
+        """
+        w = v[:, self.cols]
+        if self.c_l1 is not None:
+            t = lr * self.c_l1
+            w = torch.where(t > 0, torch.sign(w) * torch.clamp(w.abs() - t, min=0), w)
+        if self.c_sl1 is not None:
+            t = lr * self.c_sl1
+            outside = w.abs() - t >= self.alpha
+            w = torch.where(t > 0, torch.where(outside, w - t * torch.sign(w), w / (1 + t / self.alpha)), w)
+        if self.c_l2 is not None:
+            w = w / (1 + 2 * lr * self.c_l2)
+        v[:, self.cols] = w
+        return v
+
+    def tikhonov_rho_h(self, flat: Tensor) -> Tensor:
+        """rho_h (K,) of every member (meaningful for the tikhonov members): the paper's feasible
+        region is rho_h < 1, where 1 - rho_h^2 > 0 and R is finite without the floor."""
+        return tikhonov_parts(self.family.layout.views(flat), self.family.H, self.t_beta, self.t_spectral)["rho_h"]
+
+    def feasible_scale(self, flat: Tensor, target: float = 0.9) -> Tensor:
+        """Per member, the factor c in (0, 1] such that rho_h(c W) <= ``target`` (bisection; rho_h
+        grows with the weights): multiply init_scale by it to start inside the feasible region."""
+        lo = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        hi = torch.ones_like(lo)
+        ok = self.tikhonov_rho_h(flat) <= target
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            inside = self.tikhonov_rho_h(flat * mid[:, None]) <= target
+            lo = torch.where(inside, mid, lo)
+            hi = torch.where(inside, hi, mid)
+        return torch.where(ok, torch.ones_like(lo), lo)
 
     def tikhonov(self, flat: Tensor) -> Tensor:
         p = self.family.layout.views(flat)

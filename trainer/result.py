@@ -42,12 +42,21 @@ FINAL_KEYS: tuple[str, ...] = (
 
 #: Keys of ``MemberResult.diagnostics`` (the papers' theorems made checkable).
 DIAGNOSTIC_KEYS: tuple[str, ...] = (
-    "monotonicity_violations",  # count of E_{k+1} > E_k (Thm 1; meaningful full batch)
-    "grad_norm_ratio",          # ||grad E|| final / initial (Thm 2)
-    "update_norm_tail",         # mean ||W^{k+1}-W^k|| over the last 10% of steps (Thm 3)
+    "monotonicity_violations",  # Thm 1: count of E_{k+1} > E_k, full batch only (None otherwise)
+    "max_relative_increase",    # Thm 1: largest (E_{k+1} - E_k) / |E_k|, full batch only
+    "grad_norm_ratio",          # Thm 2: ||grad E|| final / initial
+    "grad_norm_min_ratio",      # Thm 2: min ||grad E|| / initial
+    "grad_norm_tail_trend",     # Thm 2: factor of the log-linear fit of ||grad E|| across the last 10%
+    "weight_tail_distance",     # Thm 3: ||W^s - W^K||, s = first step of the last 10%
+    "weight_tail_distance_rel", # Thm 3: the same relative to ||W^K||
+    "update_norm_tail",         # mean ||W^{k+1}-W^k|| over the last 10% of steps
     "diverged",                 # loss became NaN/inf; the member stopped updating
     "diverged_at_step",         # step of divergence or -1
+    "steps_to_sparsity",        # closed form: steps the penalty alone needs for median |W_out^0| < 1e-5
 )
+
+#: Extra sparsity thresholds reported beside eq. 42's 1e-5 (final keys sparsity_out_<t>, sparsity_all_<t>).
+SPARSITY_THRESHOLDS: tuple[float, ...] = (1e-5, 1e-3, 1e-2)
 
 
 @dataclass
@@ -76,3 +85,4 @@ class PackResult:
     device: str
     family: str
     pack_size: int
+    engine: str = "eager"  # "eager" or "fast/<backend>" (trainer.step)

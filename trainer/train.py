@@ -6,8 +6,11 @@ gradient, take the per-member optimizer step, mask members that diverged or were
 record the trace row on the device. Per epoch: evaluate train/test metrics and the full
 training-set E, copy the trace to the host, call ``on_epoch``.
 
-Losses (eq. 11 / 15): classification E_data = mean softmax cross-entropy over the batch;
-regression E_data = 1/(2N) sum_n ||y_hat_n - t_n||^2 (linear output). E = E_data + penalty.
+Losses (``config.loss``, see :func:`data_loss`): classification softmax cross-entropy (default)
+or the paper's squared error on a sigmoid output (eq. 11); regression 1/2 ||y_hat_n - t_n||^2
+(linear output). ``config.reduction`` averages them over the batch (``mean``, default) or sums
+them (``sum``, eq. 15, whose step is B times larger). E = E_data + penalty; the per-epoch E on
+the whole training split uses the same reduction (a sum over all N samples under ``sum``).
 The reported metric is accuracy, or MSE = mean over samples and outputs of (y_hat - t)^2 (eq. 43).
 """
 
@@ -15,16 +18,19 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
 
 from trainer.config import PackConfig
+from trainer.diagnostics import convergence_diagnostics, tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
-from trainer.regularizers import Penalty
-from trainer.result import DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, MemberResult, PackResult
+from trainer.regularizers import TIKHONOV_DENOM_FLOOR, Penalty, steps_to_threshold
+from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS, MemberResult,
+                            PackResult)
 from trainer.tasks import Task
 from trainer.trace import SPARSITY_EPS, TraceRecorder, member_trace
 from trainer.weights import export_weights
@@ -51,22 +57,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def data_loss(out: Tensor, y: Tensor, kind: str, need_dout: bool = True):
-    """Per-member data loss (K,) of a batch and, optionally, dE_data/d out (K, B, C)."""
+def data_loss(out: Tensor, y: Tensor, kind: str, need_dout: bool = True, *, loss: str = "auto",
+              reduction: str = "mean"):
+    """Per-member data loss (K,) of a batch and, optionally, dE_data/d out (K, B, C).
+
+    ``loss``: ``cross_entropy`` (softmax, classification), ``squared_error`` (eq. 11: 1/2 sum over
+    outputs of (sigmoid(o) - onehot)^2 for classes, (o - t)^2 with a linear output for regression)
+    or ``auto`` (cross-entropy for classes, squared error for regression). ``reduction``: ``mean``
+    over the batch (1/B sum_n) or ``sum`` over it (eq. 15: E = sum_n sigma_n).
+    """
     K, B, _ = out.shape
+    scale = 1.0 if reduction == "sum" else 1.0 / B
     if kind == "classification":
         if y.dim() == 1:
             y = y.expand(K, -1)
+        if loss == "squared_error":
+            target = torch.zeros_like(out).scatter_(-1, y.unsqueeze(-1), 1.0)
+            s = torch.sigmoid(out)
+            diff = s - target
+            value = 0.5 * (diff * diff).sum((1, 2)) * scale
+            return value, (diff * s * (1 - s) * scale if need_dout else None)
         logp = torch.log_softmax(out, dim=-1)
-        loss = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).mean(1)
+        value = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(1) * scale
         if not need_dout:
-            return loss, None
+            return value, None
         dout = logp.exp()
         dout.scatter_add_(-1, y.unsqueeze(-1), torch.full((K, B, 1), -1.0, dtype=out.dtype, device=out.device))
-        return loss, dout / B
+        return value, dout * scale
     diff = out - y
-    loss = 0.5 * (diff * diff).sum(-1).mean(1)
-    return loss, (diff / B if need_dout else None)
+    value = 0.5 * (diff * diff).sum((1, 2)) * scale
+    return value, (diff * scale if need_dout else None)
 
 
 class _Pack:
@@ -85,33 +105,54 @@ class _Pack:
         self.p = lay.views(self.flat)
         self.penalty = Penalty(self.family, config.members, self.dtype, self.device)
         self.opt = Optimizer(config, self.family, self.flat)
+        self.proximal = config.optimizer == "prox_sgd"
         self.grad_mask = None
         if config.family == "diag_rnn" and not config.train_readout:
             self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
         self.out_sl = lay.slice("W_out")
+        self.median_out0 = self.flat[:, self.out_sl].abs().median(1).values.cpu().numpy()
+        self.tikhonov_init = self._tikhonov_feasibility() if self.penalty.has_tik else None
         wm = lay.mask(("in", "rec", "out"))
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
         self.weight_share = torch.as_tensor(wm / wm.sum(), dtype=self.dtype, device=self.device)
         self.cls = task.kind == "classification"
+        if not self.cls and config.loss == "cross_entropy":
+            raise ValueError(f"loss: cross_entropy needs a classification task; {task.name} is regression")
         ydt = torch.int64 if self.cls else self.dtype
         t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.x_train, self.y_train = t(task.x_train, self.dtype), t(task.y_train, ydt)
         self.x_test, self.y_test = t(task.x_test, self.dtype), t(task.y_test, ydt)
         self._x_all = None
+        self.loss_kw = {"loss": config.loss, "reduction": config.reduction}
         if not self.cls and self.y_train.dim() == 1:
             self.y_train, self.y_test = self.y_train[:, None], self.y_test[:, None]
+
+    def _tikhonov_feasibility(self) -> dict[str, np.ndarray]:
+        """rho_h at initialisation, and the init_scale that would start at rho_h = 0.9; warns when a
+        Tikhonov member starts outside the paper's feasible region rho_h < 1 (where R is floored)."""
+        rho = self.penalty.tikhonov_rho_h(self.flat).cpu().numpy()
+        scale = (self.penalty.feasible_scale(self.flat) * self.config.init_scale).cpu().numpy()
+        bad = [k for k, m in enumerate(self.config.members) if m.reg == "tikhonov" and rho[k] >= 1]
+        if bad:
+            k = bad[0]
+            warnings.warn(
+                f"{len(bad)} Tikhonov member(s) start outside the feasible region rho_h < 1 (member {k}: "
+                f"rho_h = {rho[k]:.3g}): 1 - rho_h^2 is floored at {TIKHONOV_DENOM_FLOOR:g}, inflating R, and "
+                f"lambda1 (rho_h^2 - 1)_+ dominates; init_scale <= {scale[k]:.3g} starts at rho_h = 0.9",
+                stacklevel=3)
+        return {"rho_h": rho, "feasible_init_scale": scale}
 
     # -- one gradient evaluation ------------------------------------------------------------
     def data_grad(self, xb: Tensor, yb: Tensor):
         fam, kind = self.family, self.task.kind
         if fam.manual:
             out, cache = fam.forward(self.p, xb, keep=True)
-            loss, dout = data_loss(out, yb, kind)
+            loss, dout = data_loss(out, yb, kind, **self.loss_kw)
             return loss, fam.layout.flatten(fam.backward(self.p, xb, cache, dout))
         with torch.enable_grad():
             leaf = self.flat.detach().requires_grad_(True)
             out, _ = fam.forward(fam.layout.views(leaf), xb)
-            loss, _ = data_loss(out, yb, kind, need_dout=False)
+            loss, _ = data_loss(out, yb, kind, need_dout=False, **self.loss_kw)
             (g,) = torch.autograd.grad(loss.sum(), leaf)
         return loss.detach(), g
 
@@ -126,14 +167,14 @@ class _Pack:
         for a in range(0, N, chunk):
             xb, yb = x[a:a + chunk], y[a:a + chunk]
             out, _ = self.family.forward(self.p, xb)
-            loss, _ = data_loss(out, yb, self.task.kind, need_dout=False)
+            loss, _ = data_loss(out, yb, self.task.kind, need_dout=False, loss=self.config.loss)
             n = xb.shape[0]
             loss_sum += loss * n
             if self.cls:
                 metric_sum += (out.argmax(-1) == yb).to(self.dtype).sum(1)
             else:
                 metric_sum += ((out - yb) ** 2).mean(-1).sum(1)
-        return loss_sum / N, metric_sum / N
+        return loss_sum / N * self.split_scale(N), metric_sum / N
 
     @torch.no_grad()
     def evaluate_splits(self):
@@ -149,13 +190,18 @@ class _Pack:
                          for a in range(0, n_tr + n_te, step)], dim=1)
         res = []
         for o, y in ((out[:, :n_tr], self.y_train), (out[:, n_tr:], self.y_test)):
-            loss, _ = data_loss(o, y, self.task.kind, need_dout=False)
+            loss, _ = data_loss(o, y, self.task.kind, need_dout=False, loss=self.config.loss)
+            loss = loss * self.split_scale(y.shape[0])
             if self.cls:
                 metric = (o.argmax(-1) == y).to(self.dtype).mean(1)
             else:
                 metric = ((o - y) ** 2).mean((1, 2))
             res.append((loss, metric))
         return res
+
+    def split_scale(self, n: int) -> float:
+        """Factor from the mean per-sample loss of a split of ``n`` samples to E_data under the reduction."""
+        return float(n) if self.config.reduction == "sum" else 1.0
 
     def sparsity(self, flat: Tensor) -> tuple[Tensor, Tensor]:
         # lt_ on the float |w| writes 1.0 / 0.0 in place: the same values as (|w| < eps).to(dtype),
@@ -165,7 +211,15 @@ class _Pack:
 
 
 def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = None) -> PackResult:
-    """Train the K members of ``config`` on ``task`` at once; see the module docstring."""
+    """Train the K members of ``config`` on ``task`` at once; see the module docstring.
+
+    ``config.engine`` picks this loop (``eager``, the reference) or ``trainer.step`` (``fast``)."""
+    if config.engine != "eager":
+        from trainer.step import resolve_engine, train_pack_fast, warn_fallback
+
+        if resolve_engine(config, resolve_device(config.device)) == "fast":
+            return train_pack_fast(task, config, on_epoch=on_epoch)
+        warn_fallback(config)
     st = _Pack(task, config)
     K, flat, dev = st.K, st.flat, st.device
     N = st.x_train.shape[0]
@@ -183,6 +237,10 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
     projected = config.optimizer == "projected_gd"
     zero = torch.zeros((), dtype=st.dtype, device=dev)
     step, epoch = 0, 0
+    planned = (config.epochs or math.inf) * steps_per_epoch
+    planned = int(min(planned, config.max_steps or math.inf))
+    tail_step = tail_start(planned)  # W^s kept for Theorem 3's ||W^s - W^K||
+    st.w_tail = None
     t0 = time.perf_counter()
 
     while True:
@@ -200,8 +258,10 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             else:
                 idx = perms[:, s * B:(s + 1) * B]
                 xb, yb = st.x_train[idx], st.y_train[idx]
+            if step == tail_step:
+                st.w_tail = flat.clone()
             dloss, g = st.data_grad(xb, yb)
-            pen, pg = st.penalty.value_and_grad(flat)
+            pen, pg = st.penalty.value_and_grad(flat, need_grad=not st.proximal)
             for sl, part in pg:
                 g[:, sl] += part
             if st.grad_mask is not None:
@@ -212,6 +272,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             wnorm = _rownorm(flat)
             sp_out, sp_all = st.sparsity(flat)
             delta = st.opt.step(flat, g)
+            if st.proximal:  # W^{k+1} = prox_{eta lambda R}(W^k - eta grad E_data)
+                delta = st.penalty.prox(flat + delta, st.opt.lr) - flat
             # a member is finished when E, its gradient or its update stops being finite
             # (norms are computed as sqrt(sum w^2): an overflow there counts as divergence too)
             dnorm = _rownorm(delta)
@@ -254,6 +316,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
         if not bool(active.any()):
             break
     wall = time.perf_counter() - t0
+    st.full_batch = full_batch
     return _assemble(st, config, recorder, epoch_rows, diverged.cpu().numpy(), div_step.cpu().numpy(),
                      stopped_rows, stopped_epochs, step, wall)
 
@@ -295,20 +358,31 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             "epochs": int(len(rows)),
             "wall_time": float(wall),
         }
+        for eps in SPARSITY_THRESHOLDS:
+            final[f"sparsity_out_{eps:g}"] = float(np.mean(np.abs(w[out_sl]) < eps))
+            final[f"sparsity_all_{eps:g}"] = float(np.mean(np.abs(w[w_idx]) < eps))
         loss_full = stats[:n_rows, 0, k]
         gn = stats[:n_rows, 3, k]
         un = stats[:n_updates, 6, k]
-        finite_gn = gn[np.isfinite(gn)]
         tail = un[-max(1, len(un) // 10):] if len(un) else un
+        tail_distance = None
+        if st.w_tail is not None and not diverged[k] and stopped_rows[k] is None:
+            tail_distance = float(np.linalg.norm(w - st.w_tail[k].detach().cpu().to(torch.float64).numpy()))
         diagnostics = {
-            "monotonicity_violations": int(np.sum(loss_full[1:] > loss_full[:-1])),
-            "grad_norm_ratio": float(finite_gn[-1] / finite_gn[0]) if len(finite_gn) and finite_gn[0] > 0
-            else float("nan"),
+            **convergence_diagnostics(loss_full, gn, full_batch=st.full_batch, tail_distance=tail_distance,
+                                      final_weight_norm=final["weight_norm"]),
             "update_norm_tail": float(tail.mean()) if len(tail) else float("nan"),
             "diverged": bool(diverged[k]),
             "diverged_at_step": int(div_step[k]) if diverged[k] else -1,
             "pruned": stopped_rows[k] is not None,
+            "median_abs_w_out_init": float(st.median_out0[k]),
+            "steps_to_sparsity": steps_to_threshold(mc.reg, st.median_out0[k], mc.lr, mc.lam, mc.alpha,
+                                                    SPARSITY_EPS),
         }
+        if st.tikhonov_init is not None and mc.reg == "tikhonov":
+            rho_end = float(st.penalty.tikhonov_rho_h(st.flat)[k].item())
+            diagnostics.update(tikhonov_rho_h_init=float(st.tikhonov_init["rho_h"][k]), tikhonov_rho_h_final=rho_end,
+                               tikhonov_feasible_init_scale=float(st.tikhonov_init["feasible_init_scale"][k]))
         assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
         members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
                                     diagnostics=diagnostics, weights=export_weights(st.family, w)))

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from service.db.models import EXPERIMENT_STATUSES
 from service.settings import Settings
@@ -91,7 +92,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
                 # the claim is released anyway so that shutdown stays short
                 runner.stop(timeout=settings.stop_grace_s)
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc load their scripts and styles from this server (assets
+    # shipped by fastapi-offline under /static-offline-docs), never from a CDN: they work offline.
+    app = FastAPIOffline(
         title="rnnhpo",
         version="1.0.0",
         summary="Distributed hyperparameter search for regularized recurrent networks (SL1-GRU and baselines).",
@@ -116,6 +119,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     _install_handlers(app)
     _install_metrics_middleware(app)
     _install_openapi(app, experiments)
+    from service import ui
+
+    ui.mount(app)
     return app
 
 

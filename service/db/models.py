@@ -83,6 +83,9 @@ class Experiment(Base):
     best: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     progress: Mapped[dict[str, Any] | None]
+    # the Ray job running it and its driver's outcome (migration 0004)
+    ray_job_id: Mapped[str | None] = mapped_column(sa.String(200))
+    outcome: Mapped[dict[str, Any] | None]
 
     __table_args__ = (
         sa.CheckConstraint(
@@ -128,6 +131,10 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # where it ran (migration 0004)
+    node_id: Mapped[str | None] = mapped_column(sa.String(64))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    device_name: Mapped[str | None] = mapped_column(sa.String(200))
 
     __table_args__ = (
         sa.UniqueConstraint("experiment_id", "number", name="uq_rnnhpo_trials_experiment_number"),

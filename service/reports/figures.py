@@ -20,7 +20,7 @@ import numpy as np
 #: Most trials one figure reads.
 MAX_TRIALS = 2000
 #: Final metrics a figure may show.
-FINAL_METRICS = ("test_metric", "train_metric", "sparsity_out", "sparsity_all", "loss", "data_loss",
+FINAL_METRICS = ("test_metric", "val_metric", "train_metric", "sparsity_out", "sparsity_all", "loss", "data_loss",
                  "wall_time", "weight_norm", "penalty")
 
 Curves = dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]
@@ -118,12 +118,15 @@ def _sortable(values) -> list:
 
 
 def grid_cells(store, exp_id: str, *, x: str | None = None, y: str | None = None,
-               metric: str = "test_metric", variant: str | None = None, agg: str = "mean"
-               ) -> tuple[list, list, np.ndarray, str | None, str]:
+               metric: str = "test_metric", variant: str | None = None, agg: str = "mean",
+               where: dict[str, Any] | None = None) -> tuple[list, list, np.ndarray, str | None, str]:
     """``(xs, ys, grid[len(ys), len(xs)], x, y)``: ``agg`` of ``metric`` per (x, y) cell over
     seeds, folds and any other parameter. ``x`` defaults to the first searched hyperparameter,
-    ``y`` to the second, else the variant. Raises :class:`FigureError` for an unsearched name."""
+    ``y`` to the second, else the variant. ``where`` keeps trials with these parameter values (one
+    facet of a third parameter). Raises :class:`FigureError` for an unsearched name."""
     trials = completed(store, exp_id, variant)
+    if where:
+        trials = [t for t in trials if all(t.params.get(k) == v for k, v in where.items())]
     searched: list[str] = []
     for t in trials:
         searched += [k for k in t.params if k not in searched]
@@ -188,11 +191,44 @@ def applicable(spec: dict[str, Any]) -> list[str]:
     """The figures that mean something for this experiment: convergence and sparsity always,
     the grid heatmap when hyperparameters were searched, the Pareto front for several objectives."""
     names = ["convergence", "sparsity"]
-    if spec["search"].get("space") or any(v.get("space") for v in spec["variants"]):
+    searched = spec["search"].get("space") or any(v.get("space") for v in spec["variants"])
+    if searched and spec["search"].get("algorithm", "grid") == "grid":
         names.append("grid")
     if len(spec["search"].get("objectives", [])) >= 2:
         names.append("pareto")
     return names
+
+
+def _grid_png(store, exp_id: str, draw) -> bytes:
+    """The validation metric over the grid (what selection saw), one annotated panel per value of
+    a third searched parameter (never averaged over it)."""
+    metric = "val_metric"
+    searched: list[str] = []
+    for t in completed(store, exp_id):
+        searched += [k for k in t.params if k not in searched]
+    if len(searched) <= 2:
+        xs, ys, grid, x, y = grid_cells(store, exp_id, metric=metric)
+        return draw.grid_heatmap_png(xs, ys, grid, x_label=str(x), y_label=str(y),
+                                     value_label=f"mean {metric}", width=800, height=600, dpi=100,
+                                     title=f"{metric} (validation) over the search grid")
+    third = searched[2]
+    values = _sortable({t.params.get(third) for t in completed(store, exp_id) if third in t.params})
+    facets = []
+    all_cells = grid_cells(store, exp_id, metric=metric)
+    xs, ys, x, y = all_cells[0], all_cells[1], all_cells[3], all_cells[4]
+    for v in values:
+        fx, fy, g, _, _ = grid_cells(store, exp_id, metric=metric, where={third: v})
+        full = np.full((len(ys), len(xs)), np.nan)
+        for iy, yv in enumerate(fy):
+            for ix, xv in enumerate(fx):
+                full[ys.index(yv), xs.index(xv)] = g[iy, ix]
+        facets.append((f"{third} = {v:g}" if isinstance(v, float) else f"{third} = {v}", full))
+    rest = searched[3:]
+    note = f" (mean over {', '.join(rest)})" if rest else ""
+    return draw.grid_facets_png(xs, ys, facets, x_label=str(x), y_label=str(y),
+                                value_label=f"mean {metric}", width=min(4096, 420 * len(facets) + 200),
+                                height=450, dpi=100,
+                                title=f"{metric} (validation) over the search grid, one panel per {third}{note}")
 
 
 def save_figures(store, exp_id: str, out_dir) -> list:
@@ -213,10 +249,7 @@ def save_figures(store, exp_id: str, out_dir) -> list:
             png = draw.sparsity_png(curves(store, exp_id, ["sparsity_out"]), "sparsity_out", width=800,
                                     height=500, dpi=100, title="sparsity over iterations")
         elif name == "grid":
-            xs, ys, grid, x, y = grid_cells(store, exp_id)
-            png = draw.grid_heatmap_png(xs, ys, grid, x_label=str(x), y_label=str(y),
-                                        value_label="mean test_metric", width=800, height=600, dpi=100,
-                                        title="test_metric over the search grid")
+            png = _grid_png(store, exp_id, draw)
         else:
             arr, labels, x, y, maximize = pareto_points(store, exp_id)
             png = draw.pareto_png(arr, labels, maximize=maximize, x_label=x, y_label=y, width=800,

@@ -57,6 +57,20 @@ COLUMNS: list[Column] = [
     Column("Thm 1 viol.", lambda r: fmt(r.monotonicity_violations_mean, None, 3), 7),
     Column("‖∇E‖ last/first", lambda r: fmt(r.grad_norm_ratio_mean, None, 3), 7),
 ]
+#: Shown when some row is compared with a reference (paired over seed and split).
+PAIRED_COLUMNS: list[Column] = [
+    Column("Δ test vs ref [95% CI]", lambda r: _diff(r), 2),
+    Column("p Holm (Wilcoxon)", lambda r: fmt(r.p_holm, None, 2), 3),
+    Column("paired verdict", lambda r: r.verdict or "", 2, right=False),
+]
+
+
+def _diff(r: VariantSummary) -> str:
+    """``+d [lo, hi] vs REF (n)`` for a row compared with a reference; empty otherwise."""
+    if r.diff_mean is None:
+        return ""
+    ci = f" [{r.diff_ci_low:+.3g}, {r.diff_ci_high:+.3g}]" if r.diff_ci_low is not None else ""
+    return f"{r.diff_mean:+.3g}{ci} vs {r.reference} (n={r.n_pairs})"
 EXPERIMENT = Column("experiment", lambda r: r.experiment_name, 0, right=False)
 
 
@@ -92,6 +106,8 @@ def paper_columns(dataset: str) -> list[Column]:
 def columns_for(rows: list[VariantSummary], paper_dataset: str | None = None) -> list[Column]:
     """Every column that applies to these rows."""
     cols = list(COLUMNS)
+    if any(r.diff_mean is not None for r in rows):
+        cols += PAIRED_COLUMNS
     if len({r.experiment_id for r in rows}) > 1:
         cols.insert(0, EXPERIMENT)
     if paper_dataset:

@@ -28,11 +28,12 @@ Decisions (documented here because the REST layer and the CLI rely on them):
   :mod:`service.reports`, which aggregates them.
 
 The parts, one job each: :mod:`.queue` (experiment state machine), :mod:`.trials`,
-:mod:`.traces`, :mod:`._pgcopy` (PostgreSQL binary COPY codec), :mod:`.views` (what is returned).
+:mod:`.traces`, :mod:`.jobs` (an experiment's Ray job), :mod:`._pgcopy` (PostgreSQL binary COPY codec), :mod:`.views` (what is returned).
 """
 
 from __future__ import annotations
 
+from service.store.jobs import JobStore
 from service.store.queue import ExperimentQueue
 from service.store.traces import TraceStore
 from service.store.trials import TrialStore
@@ -51,5 +52,5 @@ __all__ = [
 ]
 
 
-class Store(ExperimentQueue, TrialStore, TraceStore):
+class Store(ExperimentQueue, TrialStore, TraceStore, JobStore):
     """Experiments, trials and traces in one SQL database (see the module docstring)."""

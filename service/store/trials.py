@@ -66,13 +66,24 @@ class TrialStore(StoreBase):
         return {r.number: {"status": r.status, "params": r.params, "final": r.final or {},
                            "trial_id": r.id, "variant": r.variant} for r in rows}
 
-    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str) -> None:
+    def pack_started(self, trial_ids: list[int], pack_id: str, attempt: int, device: str,
+                     placement: dict[str, Any] | None = None) -> int:
+        """Mark the trials running in ``pack_id`` on ``device`` (and the node, host and device name
+        in ``placement``); returns the attempt number, counted here: a trial that started
+        before and did not finish is on its next attempt, whichever node ran it before."""
         if not trial_ids:
-            return
+            return int(attempt)
+        ids = [int(i) for i in trial_ids]
+        place = {k: (placement or {}).get(k) for k in ("node_id", "host", "device_name")}
         with self._write() as conn:
-            conn.execute(T.update().where(T.c.id.in_([int(i) for i in trial_ids])).values(
-                status="running", pack_id=pack_id, attempt=int(attempt), device=device,
-                pack_size=len(trial_ids), started_at=_now(), finished_at=None, error=None))
+            previous = conn.execute(
+                sa.select(sa.func.max(sa.case((T.c.started_at.is_(None), -1), else_=T.c.attempt)))
+                .where(T.c.id.in_(ids))).scalar()
+            attempt = max(int(attempt), -1 if previous is None else int(previous) + 1)
+            conn.execute(T.update().where(T.c.id.in_(ids)).values(
+                status="running", pack_id=pack_id, attempt=attempt, device=device,
+                pack_size=len(trial_ids), started_at=_now(), finished_at=None, error=None, **place))
+        return attempt
 
     def record_trial(self, trial_id: int, record: TrialRecord) -> None:
         """Store a finished trial atomically, replacing any earlier trace/epochs of it."""

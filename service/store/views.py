@@ -47,6 +47,7 @@ class ExperimentView(BaseModel):
     best: dict[str, Any] | None = None
     attempts: int = 0
     progress: dict[str, Any] | None = None
+    ray_job_id: str | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -91,6 +92,9 @@ class TrialView(BaseModel):
     steps: int | None = None
     wall_time: float | None = None
     device: str | None = None
+    node_id: str | None = None
+    host: str | None = None
+    device_name: str | None = None
     diagnostics: dict[str, Any] | None = None
     monotonicity_violations: int | None = None
     grad_norm_ratio: float | None = None

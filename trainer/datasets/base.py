@@ -11,8 +11,12 @@ Order of operations in :func:`build_task`:
 1. raw arrays (cached): ``x`` ``(N, F)`` float with NaN for missing, or ``(N, H, W)`` images;
 2. train/test split: the dataset's predefined split (MNIST) or a seeded split with the
    paper's sizes (``round(test_fraction * N)`` test rows), stratified for classification;
+   or, with ``split_fold``/``n_split_folds``, fold ``split_fold`` of a seeded (stratified)
+   k-fold of the whole dataset as the test part (outer k-fold replicates);
 3. with ``fold``/``n_folds``: a seeded (stratified) k-fold of the training split; the fold's
-   held-out part becomes the returned test part;
+   held-out part becomes the returned test part; with ``val_fraction``: a seeded (stratified)
+   validation part of that size carved from the training split becomes the returned test part
+   (model selection: the real test rows are never returned);
 4. missing values imputed with the training part's column median;
 5. features scaled (``standard`` | ``minmax`` | ``none``), fitted on the training part;
 6. regression targets standardised on the training part when ``scale_target``;
@@ -201,7 +205,7 @@ SPECS: dict[str, DatasetSpec] = {}
 
 COMMON_OPTIONS = {
     "framing", "scaling", "scale_target", "test_fraction", "fold", "n_folds", "fold_seed",
-    "data_dir",
+    "data_dir", "split_fold", "n_split_folds", "val_fraction",
 }
 
 
@@ -242,22 +246,54 @@ def catalogue(data_dir=None) -> list[CatalogueEntry]:
 
 # ---------------------------------------------------------------------------- splitting
 def split_indices(y: np.ndarray, kind: str, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Seeded train/test indices with ``round(test_fraction * N)`` test rows; stratified when it can be."""
-    from sklearn.model_selection import train_test_split
+    """Seeded train/test indices with ``round(test_fraction * N)`` test rows; stratified when it can be.
 
+    The same indices as ``sklearn.model_selection.train_test_split(arange(N), test_size=n_test,
+    stratify=y, random_state=seed)`` (tested against it), in numpy: importing scikit-learn would
+    cost more than a small training run."""
     n = len(y)
     n_test = int(round(test_fraction * n))
     if not 0 < n_test < n:
         raise DatasetError(f"test_fraction {test_fraction} leaves no train or test rows out of {n}")
-    idx = np.arange(n)
     if kind == "classification":
-        try:
-            tr, te = train_test_split(idx, test_size=n_test, stratify=y, random_state=seed)
+        classes, y_idx, counts = np.unique(np.asarray(y), return_inverse=True, return_counts=True)
+        if counts.min() >= 2 and min(n - n_test, n_test) >= len(classes):
+            tr, te = _stratified_shuffle_split(y_idx.reshape(-1), counts, n - n_test, n_test, seed)
             return tr, te, True
-        except ValueError:
-            pass  # a class with a single member, or fewer test rows than classes
-    tr, te = train_test_split(idx, test_size=n_test, random_state=seed)
-    return tr, te, False
+    perm = np.random.RandomState(seed).permutation(n)
+    return perm[n_test:], perm[:n_test], False
+
+
+def _approximate_mode(counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws closest to proportional, ties broken at random (sklearn.utils.extmath)."""
+    continuous = counts / counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need = int(n_draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def _stratified_shuffle_split(y_idx, counts, n_train, n_test, seed):
+    """One split of sklearn's StratifiedShuffleSplit, same random stream."""
+    class_indices = np.split(np.argsort(y_idx, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(counts)):
+        perm = class_indices[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(perm[:n_i[i]])
+        test.extend(perm[n_i[i]:n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)
 
 
 def kfold_indices(y: np.ndarray, kind: str, n_folds: int, seed: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
@@ -388,6 +424,12 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
         if not 0 <= fold < n_folds:
             raise DatasetError(f"{spec.name}: fold must be in [0, {n_folds}), got {fold}")
     fold_seed = int(options.get("fold_seed", seed))
+    split_fold, n_split_folds = options.get("split_fold"), options.get("n_split_folds")
+    if (split_fold is None) != (n_split_folds is None):
+        raise DatasetError(f"{spec.name}: split_fold and n_split_folds go together")
+    val_fraction = options.get("val_fraction")
+    if val_fraction is not None and fold is not None:
+        raise DatasetError(f"{spec.name}: val_fraction and fold are two ways to carve validation; give one")
     ds_opts = {key: options.get(key, default) for key, default in spec.options.items()}
     raw = spec.raw_loader(spec, data_dir=options.get("data_dir"), seed=seed,
                          test_fraction=test_fraction, **ds_opts)
@@ -398,7 +440,7 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
         "dataset": spec.name, "seed": seed, "framing": framing, "scaling": scaling,
         "source": spec.source, "feature_names": list(raw.feature_names), **raw.info,
         "options": {key: (str(v) if isinstance(v, os.PathLike) else v) for key, v in options.items()
-                    if key not in ("fold", "n_folds", "fold_seed")},
+                    if key not in ("fold", "n_folds", "fold_seed", "val_fraction")},
     }
     if raw.classes is not None:
         meta["classes"] = list(raw.classes)
@@ -412,12 +454,27 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
             raise DatasetError(f"{spec.name}: test_fraction {test_fraction} leaves no rows")
         tr, te = np.arange(n - n_test), np.arange(n - n_test, n)
         meta["split"] = "chronological"
+        if split_fold is not None:
+            raise DatasetError(f"{spec.name}: a chronological ({framing}) split has no outer k-fold")
         if fold is not None:
             blocks = np.array_split(tr, n_folds)  # contiguous blocks, no shuffling for series
             te = blocks[fold]
             tr = np.concatenate([b for i, b in enumerate(blocks) if i != fold])
+        elif val_fraction is not None:  # the last rows of the training part, chronologically
+            n_val = int(round(float(val_fraction) * len(tr)))
+            if not 0 < n_val < len(tr):
+                raise DatasetError(f"{spec.name}: val_fraction {val_fraction} leaves no rows")
+            tr, te = tr[:-n_val], tr[-n_val:]
+            meta.update(validation=True, val_fraction=float(val_fraction))
     else:
-        if raw.predefined_split is not None:
+        if split_fold is not None:
+            if raw.predefined_split is not None:
+                raise DatasetError(f"{spec.name}: has a predefined train/test split; no outer k-fold")
+            folds, strat = kfold_indices(raw.y, kind, int(n_split_folds), seed)
+            tr, te = folds[int(split_fold)]
+            meta.update(split="kfold", split_fold=int(split_fold), n_split_folds=int(n_split_folds),
+                        split_stratified=strat)
+        elif raw.predefined_split is not None:
             tr, te = raw.predefined_split
             meta["split"] = "predefined"
         else:
@@ -428,8 +485,13 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
             f_tr, f_te = folds[fold]
             tr, te = tr[f_tr], tr[f_te]
             meta["fold_stratified"] = strat
+        elif val_fraction is not None:
+            v_tr, v_te, strat = split_indices(raw.y[tr], kind, float(val_fraction), fold_seed)
+            tr, te = tr[v_tr], tr[v_te]
+            meta.update(validation=True, val_fraction=float(val_fraction), fold_seed=fold_seed,
+                        val_stratified=strat)
     if fold is not None:
-        meta.update(fold=fold, n_folds=n_folds, fold_seed=fold_seed, split="cv")
+        meta.update(fold=fold, n_folds=n_folds, fold_seed=fold_seed, split="cv", validation=True)
 
     # 4 + 5: features
     x = raw.x

@@ -11,8 +11,44 @@ import numpy as np
 from trainer.datasets.base import DatasetError, DatasetSpec, Raw, cached_raw, encode_labels, register_dataset
 
 
+_BC_NAMES = ("radius", "texture", "perimeter", "area", "smoothness", "compactness", "concavity",
+             "concave points", "symmetry", "fractal dimension")
+#: The CSV files scikit-learn ships and their feature names (as ``sklearn.datasets.load_*`` gives them).
+_CSV = {
+    "iris": ("iris.csv", ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")),
+    "wine": ("wine_data.csv", ("alcohol", "malic_acid", "ash", "alcalinity_of_ash", "magnesium", "total_phenols",
+                               "flavanoids", "nonflavanoid_phenols", "proanthocyanins", "color_intensity", "hue",
+                               "od280/od315_of_diluted_wines", "proline")),
+    "breast_cancer_wdbc": ("breast_cancer.csv", tuple([f"mean {n}" for n in _BC_NAMES] + [f"{n} error" for n in _BC_NAMES]
+                                                      + [f"worst {n}" for n in _BC_NAMES])),
+}
+
+
+def _sklearn_csv(name: str) -> Raw:
+    """Read one of scikit-learn's bundled CSV files without importing scikit-learn (whose import,
+    with scipy's, costs more than a whole small training run). First line: n, d, class names."""
+    import importlib.util
+    from pathlib import Path
+
+    file, features = _CSV[name]
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(f"{name}: scikit-learn is not installed")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / file
+    with open(path) as f:
+        header = f.readline().strip().split(",")
+        table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+    n, d = int(header[0]), int(header[1])
+    if table.shape != (n, d + 1):
+        raise DatasetError(f"{path}: expected {n} rows of {d + 1} values, got {table.shape}")
+    return Raw(table[:, :d].copy(), table[:, d].astype(np.int64), "classification",
+               classes=tuple(header[2:]), feature_names=features)
+
+
 def _sklearn_raw(spec, **_) -> Raw:
     def make() -> Raw:
+        if spec.name in _CSV:
+            return _sklearn_csv(spec.name)
         from sklearn import datasets as skd
 
         if spec.name == "digits":

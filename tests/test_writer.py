@@ -1,0 +1,73 @@
+"""Results handed off to a writer that holds no GPU: nothing lost, failures reported."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from search.sink import TrialRecord
+from search.writer import TraceWriter
+
+
+def record(n: int = 5) -> TrialRecord:
+    return TrialRecord(status="completed", final={"loss": 0.5}, diagnostics={},
+                       trace={"step": np.arange(n)}, epochs={}, wall_time=1.0, device="cuda:0",
+                       pack_id="p", pack_size=2)
+
+
+class SlowSink:
+    def __init__(self, fail: set[int] = frozenset()):
+        self.stored: list[int] = []
+        self.fail = fail
+
+    def record_trial(self, trial_id, rec):
+        time.sleep(0.05)
+        if trial_id in self.fail:
+            raise OSError("database unreachable")
+        self.stored.append(trial_id)
+
+
+def test_hand_off_returns_before_the_write_and_drain_waits_for_it():
+    sink = SlowSink()
+    writer = TraceWriter(sink)
+    t0 = time.perf_counter()
+    assert writer.hand_off([(i, record()) for i in range(10)]) == 10
+    handed = time.perf_counter() - t0
+    assert handed < 0.25 and len(sink.stored) < 10  # the pack is free long before 10 x 50 ms of writing
+    assert writer.drain() == {}
+    assert sink.stored == list(range(10)) and writer.stats() == {"written": 10, "queued": 0}
+
+
+def test_failed_writes_are_reported_once_by_drain():
+    writer = TraceWriter(SlowSink(fail={3}))
+    writer.hand_off([(i, record()) for i in range(5)])
+    failures = writer.drain()
+    assert list(failures) == [3] and "database unreachable" in failures[3]
+    assert writer.drain() == {}
+
+
+@pytest.mark.slow
+def test_a_search_with_hand_off_stores_every_trace(sqlite_url):
+    from search.driver import _Run
+    from search.ray_runtime import ensure_ray
+    from search.spec import ExperimentSpec
+    from service.sink import SqlResultSink
+    from service.store import Store
+
+    ensure_ray(num_cpus=2)
+    spec = ExperimentSpec.model_validate({
+        "name": "hand-off", "dataset": {"name": "iris"}, "variants": [{"name": "GRU", "family": "gru"}],
+        "training": {"epochs": 2, "hidden": 8, "batch_size": 32},
+        "search": {"algorithm": "grid", "space": {"lr": {"type": "grid", "values": [0.01, 0.05]}}},
+        "seeds": 2, "execution": {"pack_size": 2}})
+    store = Store(sqlite_url)
+    exp = store.create_experiment(spec.name, spec.model_dump(mode="json"))
+    run = _Run(spec, SqlResultSink(sqlite_url, exp), None, None, exp)
+    run.hand_off = True
+    summary = run.run()
+    assert summary.trials_done == 4 and summary.n_failed == 0
+    trials, _ = store.list_trials(exp)
+    steps = 2 * int(np.ceil(105 / 32))
+    assert all(t.status == "completed" and store.trace_row_count(trial_id=t.id) == steps for t in trials)

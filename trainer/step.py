@@ -1,0 +1,385 @@
+"""The fast engine: a whole training step as one function, built for compilation and capture.
+
+``train_pack_fast(task, config)`` gives the results of :func:`trainer.train.train_pack` (the eager
+reference; same trace, epochs, diagnostics, weights) with a different inner loop. One step —
+gather of each member's minibatch, forward, backward (autograd through the functional cells of
+:mod:`trainer.cells`), penalty, optimizer, divergence masking, trace row — is ONE function
+(:meth:`FastStep.step`) with
+
+* static shapes: every step sees a ``(K, B)`` index tensor; the short last minibatch of an epoch
+  is padded and its padding gets loss weight 0 (the others 1/n), not a second shape;
+* no host synchronisation and no Python branch on data: divergence, stopping and the trace are
+  tensor operations on state tensors updated in place;
+
+so it can be run as it is (backend ``eager``), compiled whole (``compile``: ``torch.compile``,
+``fullgraph=True``, the gate math and its backward fused; a persistent on-disk cache makes later
+processes load it), or, on CUDA, compiled and captured once as a CUDA graph that is replayed every
+step (``cuda_graph``: one launch per step, what makes K = 1 fast).
+
+Precision (``config.precision``): ``float32`` exact (default), ``tf32`` (float32 matmuls on
+TF32 tensor cores / reduced-precision CPU matmuls), ``bf16`` (autocast of the forward and
+backward to bfloat16; weights, penalty, optimizer and trace stay float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from trainer.cells import forward as cell_forward
+from trainer.config import PackConfig
+from trainer.result import EPOCH_COLUMNS, PackResult
+from trainer.tasks import Task
+from trainer.trace import TraceRecorder
+
+Tensor = torch.Tensor
+
+BACKENDS = ("eager", "compile", "cuda_graph")
+#: Splits up to this many (member x sample) rows are evaluated in one fused pass.
+EVAL_ROWS_FUSED = 1 << 22
+
+
+def fast_unsupported(config: PackConfig) -> Optional[str]:
+    """Why the fast engine does not cover ``config`` (None when it does)."""
+    return None
+
+
+def resolve_engine(config: PackConfig, device: torch.device) -> str:
+    """``eager`` or ``fast`` for ``config`` on ``device`` (auto: fast on CUDA or with a non-default
+    precision, eager on CPU; a combination the fast engine does not cover goes to eager)."""
+    if config.engine == "eager":
+        return "eager"
+    if fast_unsupported(config) is not None:
+        return "eager"
+    if config.engine == "fast":
+        return "fast"
+    return "fast" if device.type == "cuda" or config.precision != "float32" else "eager"
+
+
+def default_backend(device: torch.device) -> str:
+    """cuda_graph on CUDA, compile on CPU; RNNHPO_FAST_BACKEND overrides (e.g. ``eager``)."""
+    env = os.environ.get("RNNHPO_FAST_BACKEND")
+    if env:
+        if env not in BACKENDS:
+            raise ValueError(f"RNNHPO_FAST_BACKEND={env!r}: expected one of {BACKENDS}")
+        return env
+    return "cuda_graph" if device.type == "cuda" else "compile"
+
+
+def _rownorm(a: Tensor) -> Tensor:
+    return (a * a).sum(1).sqrt()
+
+
+@contextlib.contextmanager
+def matmul_precision(precision: str):
+    """TF32 matmuls for the duration of a run (restored after); a no-op for float32 and bf16."""
+    if precision != "tf32":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+class FastStep:
+    """The step and the per-epoch evaluation of one pack as pure tensor functions.
+
+    State (all on the device, updated in place): ``flat`` (K, P), ``active``/``diverged`` (K,)
+    bool, ``div_step`` (K,) int64, ``step_no`` () int64, Adam moments ``m``/``v``.
+    """
+
+    def __init__(self, st, B: int):
+        from trainer.train import data_loss  # the reference loss of the eager loop
+
+        self.st, self.B = st, B
+        self.family, self.kind = st.family, st.task.kind
+        self.data_loss = data_loss
+        cfg = st.config
+        self.optimizer = cfg.optimizer
+        self.loss, self.reduction = cfg.loss, cfg.reduction
+        self.proximal = cfg.optimizer == "prox_sgd"
+        self.bf16 = cfg.precision == "bf16"
+        dt, dev = st.dtype, st.device
+        self.lr = st.opt.lr
+        if self.optimizer == "adam":
+            self.b1, self.b2 = cfg.adam_betas
+            self.m = torch.zeros_like(st.flat)
+            self.v = torch.zeros_like(st.flat)
+        else:
+            self.m = self.v = torch.zeros((), dtype=dt, device=dev)
+        self.zero = torch.zeros((), dtype=dt, device=dev)
+
+    # -- the step -----------------------------------------------------------------------------
+    def _objective(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
+        """Sum over members of (weighted data loss + Tikhonov term); aux: both per member."""
+        st = self.st
+        ctx = torch.autocast(st.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with ctx:
+            out = cell_forward(self.family, self.family.layout.views(flat), xb)
+        out = out.to(flat.dtype)
+        if self.kind == "classification" and self.loss == "squared_error":  # eq. 11 on a sigmoid output
+            target = torch.zeros_like(out).scatter(-1, yb.unsqueeze(-1), 1.0)
+            diff = torch.sigmoid(out) - target
+            per = 0.5 * (diff * diff).sum(-1)
+        elif self.kind == "classification":
+            logp = torch.log_softmax(out, dim=-1)
+            per = -logp.gather(-1, yb.unsqueeze(-1)).squeeze(-1)
+        else:
+            diff = out - yb
+            per = 0.5 * (diff * diff).sum(-1)
+        dloss = (per * wts).sum(1)
+        total = dloss
+        tik = torch.zeros_like(dloss)
+        if st.penalty.has_tik:
+            tik = st.penalty.tikhonov(flat)
+            total = total + tik
+        return total.sum(), (dloss.detach(), tik.detach())
+
+    def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
+        """One update of every member on its minibatch ``xb`` (K, B, T, D), ``yb``; returns the trace
+        row (len(STEP_STATS), K)."""
+        st = self.st
+        g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
+        pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
+        pen = pen + tik
+        for sl, part in parts:
+            g[:, sl] += part
+        if st.grad_mask is not None:
+            g = g * st.grad_mask
+        loss = dloss + pen
+        gnorm = _rownorm(g)
+        gout = _rownorm(g[:, st.out_sl])
+        wnorm = _rownorm(flat)
+        sp_out, sp_all = st.sparsity(flat)
+        if self.optimizer == "adam":
+            t = (step_no + 1).to(flat.dtype)
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            mh = m / (1 - self.b1 ** t)
+            vh = v / (1 - self.b2 ** t)
+            delta = -self.lr * mh / (vh.sqrt() + 1e-8)
+        else:
+            delta = -self.lr * g
+            if self.proximal:  # W^{k+1} = prox_{eta lambda R}(W^k - eta grad E_data)
+                delta = st.penalty.prox(flat + delta, self.lr) - flat
+            if self.optimizer == "projected_gd":
+                new = flat + delta
+                st.opt.project(new)
+                delta = new - flat
+        dnorm = _rownorm(delta)
+        finite = torch.isfinite(loss) & torch.isfinite(gnorm) & torch.isfinite(dnorm)
+        newly = active & ~finite
+        diverged.logical_or_(newly)
+        div_step.copy_(torch.where(newly, step_no, div_step))
+        active.logical_and_(finite)
+        delta = torch.where(active.unsqueeze(1), delta, self.zero)
+        if self.optimizer == "projected_gd":
+            new = flat + delta
+            st.opt.project(new)
+            unorm = _rownorm(new - flat)
+            flat.copy_(new)
+        else:
+            flat.add_(delta)
+            unorm = torch.where(active, dnorm, self.zero)
+        step_no.add_(1)
+        return torch.stack((loss, dloss, pen, gnorm, gout, wnorm, unorm, sp_out, sp_all))
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, flat: Tensor, x_all: Tensor, n_tr: int):
+        """(train data loss, train metric, test metric, penalty), each (K,), in one pass over both
+        splits (the fused counterpart of ``_Pack.evaluate_splits``)."""
+        st = self.st
+        with torch.no_grad():
+            out = cell_forward(self.family, self.family.layout.views(flat), x_all)
+            res = []
+            for o, y in ((out[:, :n_tr], st.y_train), (out[:, n_tr:], st.y_test)):
+                loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
+                loss = loss * st.split_scale(y.shape[0])
+                if self.kind == "classification":
+                    metric = (o.argmax(-1) == y).to(flat.dtype).mean(1)
+                else:
+                    metric = ((o - y) ** 2).mean((1, 2))
+                res.append((loss, metric))
+            pen, _ = st.penalty.value_and_grad(flat, need_grad=False)
+        return res[0][0], res[0][1], res[1][1], pen
+
+
+class StepRunner:
+    """Runs :class:`FastStep` with one backend: ``eager``, ``compile`` or ``cuda_graph``."""
+
+    def __init__(self, fs: FastStep, state: dict[str, Tensor], backend: str):
+        self.fs, self.state, self.backend = fs, state, backend
+        self._step = fs.step
+        self._eval = fs.evaluate
+        self.graph = None
+        if backend in ("compile", "cuda_graph"):
+            _configure_compiler()
+            self._step = torch.compile(fs.step, fullgraph=True, dynamic=False)
+            self._eval = torch.compile(fs.evaluate, fullgraph=True, dynamic=False)
+        if backend == "cuda_graph":
+            K, B = fs.st.K, fs.B
+            self.idx_buf = torch.zeros((K, B), dtype=torch.int64, device=fs.st.device)
+            self.w_buf = torch.zeros((B,), dtype=fs.st.dtype, device=fs.st.device)
+
+    def _args(self, idx, wts):
+        """The step's arguments; the minibatch gather stays outside the compiled function (inlined
+        into the backward's reductions, its indirect loads kept the CPU kernels from vectorising)."""
+        s, st = self.state, self.fs.st
+        return (s["flat"], s["active"], s["diverged"], s["div_step"], s["step_no"], s["m"], s["v"],
+                st.x_train[idx], st.y_train[idx], wts)
+
+    def step(self, idx: Tensor, wts: Tensor) -> Tensor:
+        if self.backend != "cuda_graph":
+            return self._step(*self._args(idx, wts))
+        self.idx_buf.copy_(idx)
+        self.w_buf.copy_(wts)
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.graph_row
+
+    def _capture(self) -> None:
+        """Compile and warm up on a side stream on a copy of the state, then capture one step."""
+        saved = {k: v.clone() for k, v in self.state.items()}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._step(*self._args(self.idx_buf, self.w_buf))
+        torch.cuda.current_stream().wait_stream(side)
+        for k, v in self.state.items():
+            v.copy_(saved[k])
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_row = self._step(*self._args(self.idx_buf, self.w_buf))
+
+    def evaluate(self, x_all: Tensor, n_tr: int):
+        return self._eval(self.state["flat"], x_all, n_tr)
+
+
+def _configure_compiler() -> None:
+    """Room for every pack shape a long-lived worker sees; compiled kernels cached on disk."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    os.environ.setdefault("TORCHINDUCTOR_FX_GRAPH_CACHE", "1")
+
+
+class EpochBatches:
+    """Each member's data order for an epoch as a padded ``(K, S*B)`` index tensor plus per-step loss
+    weights ``(S, B)``: 1/n (reduction ``mean``) or 1 (``sum``, eq. 15) for the n real samples of a
+    step, 0 for the padding of a short last batch."""
+
+    def __init__(self, N: int, B: int, K: int, seeds: list[int], dtype, device, reduction: str = "mean"):
+        self.N, self.B, self.K, self.device = N, B, K, device
+        self.full_batch = B >= N
+        self.S = math.ceil(N / B)
+        self.rngs = [np.random.default_rng([s, 1]) for s in seeds]
+        pad = self.S * B - N
+        w = np.zeros((self.S, B))
+        for s in range(self.S):
+            n = min(B, N - s * B)
+            w[s, :n] = 1.0 if reduction == "sum" else 1.0 / n
+        self.weights = torch.as_tensor(w, dtype=dtype, device=device)
+        self.pad = np.zeros((K, pad), dtype=np.int64)
+        if self.full_batch:
+            self.fixed = torch.arange(N, device=device).expand(K, N).contiguous()
+
+    def next_epoch(self) -> Tensor:
+        if self.full_batch:
+            return self.fixed
+        perms = np.stack([r.permutation(self.N) for r in self.rngs])
+        return torch.as_tensor(np.concatenate([perms, self.pad], 1), device=self.device)
+
+
+def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: str | None = None) -> PackResult:
+    """:func:`trainer.train.train_pack` through the fast engine (see the module docstring)."""
+    from trainer.diagnostics import tail_start
+    from trainer.train import EVAL_CHUNK, _assemble, _Pack
+
+    st = _Pack(task, config)
+    K, dev = st.K, st.device
+    backend = backend or default_backend(dev)
+    if backend == "cuda_graph" and dev.type != "cuda":
+        raise ValueError("backend cuda_graph needs a CUDA device")
+    N = st.x_train.shape[0]
+    B = N if config.batch_size is None else min(config.batch_size, N)
+    batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev, config.reduction)
+    fs = FastStep(st, B)
+    state = {"flat": st.flat, "active": torch.ones(K, dtype=torch.bool, device=dev),
+             "diverged": torch.zeros(K, dtype=torch.bool, device=dev),
+             "div_step": torch.full((K,), -1, dtype=torch.int64, device=dev),
+             "step_no": torch.zeros((), dtype=torch.int64, device=dev), "m": fs.m, "v": fs.v}
+    runner = StepRunner(fs, state, backend)
+    n_tr, n_te = N, st.x_test.shape[0]
+    fused_eval = n_tr + n_te <= EVAL_CHUNK and n_te > 0 and K * (n_tr + n_te) <= EVAL_ROWS_FUSED
+    x_all = torch.cat([st.x_train, st.x_test]) if fused_eval else None
+    stopped_rows: list[int | None] = [None] * K
+    stopped_epochs: list[int | None] = [None] * K
+    recorder = TraceRecorder(K)
+    epoch_rows: list[dict[str, np.ndarray]] = []
+    step, epoch = 0, 0
+    planned = int(min((config.epochs or math.inf) * batches.S, config.max_steps or math.inf))
+    tail_step = tail_start(planned)  # W^s kept for Theorem 3's ||W^s - W^K|| (as the eager loop)
+    st.w_tail = None
+    st.full_batch = batches.full_batch
+    t0 = time.perf_counter()
+    with matmul_precision(config.precision):
+        while True:
+            if config.epochs is not None and epoch >= config.epochs:
+                break
+            if config.max_steps is not None and step >= config.max_steps:
+                break
+            order = batches.next_epoch()
+            for s in range(batches.S):
+                if config.max_steps is not None and step >= config.max_steps:
+                    break
+                if step == tail_step:
+                    st.w_tail = st.flat.clone()
+                row = runner.step(order[:, s * B:(s + 1) * B], batches.weights[s])
+                recorder.record(step, epoch, row.clone() if backend == "cuda_graph" else row)
+                step += 1
+            if fused_eval:
+                tr_loss, tr_metric, te_metric, tr_pen = runner.evaluate(x_all, n_tr)
+            else:
+                (tr_loss, tr_metric), (_, te_metric) = st.evaluate_splits()
+                tr_pen, _ = st.penalty.value_and_grad(st.flat, need_grad=False)
+            recorder.flush()
+            host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
+            row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
+                   "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
+                   "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
+            epoch_rows.append(row)
+            if on_epoch is not None:
+                stop = on_epoch(epoch, {c: row[c].copy() for c in EPOCH_COLUMNS})
+                for k in (stop or ()):
+                    k = int(k)
+                    if stopped_rows[k] is None:
+                        stopped_rows[k], stopped_epochs[k] = step, epoch
+                        state["active"][k] = False
+            epoch += 1
+            if not bool(state["active"].any()):
+                break
+    wall = time.perf_counter() - t0
+    result = _assemble(st, config, recorder, epoch_rows, state["diverged"].cpu().numpy(),
+                       state["div_step"].cpu().numpy(), stopped_rows, stopped_epochs, step, wall)
+    result.engine = f"fast/{backend}"
+    return result
+
+
+def warn_fallback(config: PackConfig) -> None:
+    """Say so when ``engine: fast`` was asked for and the pack trains with the eager engine."""
+    reason = fast_unsupported(config)
+    if reason is not None and config.engine == "fast":
+        warnings.warn(f"engine 'fast' does not cover this pack ({reason}); training with the eager engine",
+                      stacklevel=3)
