@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Annotated, Any, Literal, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt,
@@ -34,8 +35,57 @@ Scalar = Union[bool, int, float, str]
 MAX_SEED = 2**31 - 1
 
 
+def _accepted(annotation: Any) -> tuple[set, set, tuple[set, set]]:
+    """The plain types and literal values an annotation accepts (through Union, Optional,
+    Annotated and Literal), and the same for the items of a list it accepts."""
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return set(), set(get_args(annotation)), (set(), set())
+    if origin is Annotated:
+        return _accepted(get_args(annotation)[0])
+    if origin is list:
+        return {list}, set(), _accepted(get_args(annotation)[0])[:2] if get_args(annotation) else (set(), set())
+    if origin in (Union, UnionType):
+        kinds, literals, item_kinds, item_literals = set(), set(), set(), set()
+        for arg in get_args(annotation):
+            k, lit, (ik, il) = _accepted(arg)
+            kinds, literals, item_kinds, item_literals = kinds | k, literals | lit, item_kinds | ik, item_literals | il
+        return kinds, literals, (item_kinds, item_literals)
+    plain = origin or annotation
+    return ({plain} if isinstance(plain, type) else set()), set(), (set(), set())
+
+
+_SCALARS = {bool, int, float, str}
+
+
+def _scalar_fits(value: Any, kinds: set, literals: set) -> bool:
+    """Whether a scalar ``value`` is of a type the field declares (int counts as float)."""
+    if type(value) not in _SCALARS or not kinds & _SCALARS:
+        return True
+    if any(value == lit and type(value) is type(lit) for lit in literals):
+        return True
+    return type(value) in kinds or (type(value) is int and float in kinds)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, data: Any) -> Any:
+        """pydantic's lax mode reads ``true`` as 1, ``"0.5"`` as 0.5 and ``1`` as true; a spec says
+        what it means, so a scalar of the wrong JSON type is refused (an integer is a number)."""
+        if isinstance(data, dict):
+            for name, info in cls.model_fields.items():
+                value = data.get(name)
+                kinds, literals, items = _accepted(info.annotation)
+                values = value if isinstance(value, list) else [value]
+                allowed = items if isinstance(value, list) else (kinds, literals)
+                for v in values:
+                    if not _scalar_fits(v, *allowed):
+                        want = " or ".join(sorted(t.__name__ for t in allowed[0] & _SCALARS))
+                        raise ValueError(f"{name}: expected {want}, got {json.dumps(v)}")
+        return data
 
 
 class _Range(_Strict):
@@ -257,7 +307,10 @@ class ExperimentSpec(_Strict):
     variants: list[VariantSpec] = Field(min_length=1, max_length=32)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    seeds: Union[int, list[int]] = Field(1, description="a count (seeds 0..n-1) or explicit seeds")
+    seeds: Union[Annotated[int, Field(ge=1, le=1000)],
+                 Annotated[list[Annotated[int, Field(ge=0, le=MAX_SEED)]],
+                           Field(min_length=1, max_length=1000, json_schema_extra={"uniqueItems": True})]] = Field(
+        1, description="a count (seeds 0..n-1) or explicit distinct seeds")
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec)
 
     @field_validator("seeds")

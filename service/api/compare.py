@@ -6,11 +6,11 @@ sparsity, wall time, loss, and the convergence diagnostics. Rows come from
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from service.api.deps import EXP_ID_PATTERN, NO_NUL_PATTERN, ExpIdPath, StoreDep
 from service.reports.compare import VariantSummary, compare
@@ -64,7 +64,8 @@ def compare_experiment(exp_id: ExpIdPath, store: StoreDep,
             summary="Variants across experiments side by side")
 def compare_experiments(
     store: StoreDep,
-    experiments: list[str] = Query(..., min_length=1, max_length=50,
+    experiments: list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]] = Query(
+                                   ..., min_length=1, max_length=50,
                                    description="experiment ids: repeat the parameter or comma-separate",
                                    examples=[["3f2a9c1e0b7d4c58,7d0e11aa9b3c4f21"]]),
     format: Literal["json", "markdown", "csv"] = FormatQ,

@@ -24,6 +24,9 @@ from service.store import TRACE_COLUMNS
 
 router = APIRouter(prefix="/experiments/{exp_id}/plots", tags=["plots"])
 
+_TRACE_NAME = "|".join(c for c in TRACE_COLUMNS if c != "step")
+#: One to six trace columns, comma-separated (the schema says which names are allowed).
+METRICS_PATTERN = rf"^\s*({_TRACE_NAME})\s*(,\s*({_TRACE_NAME})\s*){{0,5}}$"
 PNG = {200: {"content": {"image/png": {}}, "description": "a PNG image of width x height pixels"},
        404: {"description": "no such experiment"}, 422: {"description": "invalid parameter"}}
 
@@ -61,7 +64,7 @@ VariantsQ = Query(None, max_length=2000, pattern=NO_NUL_PATTERN,
 @router.get("/convergence.png", response_class=Response, responses=PNG,
             summary="Convergence bands: mean ± std over seeds of E, ‖∇E‖, ‖W‖ per variant (Fig. 6)")
 def convergence_plot(exp_id: ExpIdPath, store: StoreDep,
-                     metrics: str = Query("loss,grad_norm,weight_norm", max_length=200,
+                     metrics: str = Query("loss,grad_norm,weight_norm", max_length=200, pattern=METRICS_PATTERN,
                                           description="comma-separated trace columns, one panel each"),
                      config: Literal["best", "all"] = ConfigQ, points: int = PointsQ,
                      variants: str | None = VariantsQ, log: bool = Query(False, description="log y axis"),
