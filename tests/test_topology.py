@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 PG_SOCKET = os.environ.get("RNNHPO_TEST_PG_SOCKET", "/var/run/postgresql")
 TOKEN = "topology-api-token"
-# 2 variants x 2 configurations x 2 seeds = 8 trials in 4 packs of 2 (cpus: 1 per node)
+# 2 variants x 2 configurations x 2 seeds = 8 selection trials in 4 packs of 2 (one CPU per node),
+# then the selected configuration of each variant on the test split
 SPEC = {"name": "topology", "dataset": {"name": "iris"},
         "variants": [{"name": "GRU", "family": "gru"}, {"name": "RNN", "family": "rnn"}],
         "training": {"epochs": 40, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
@@ -236,10 +237,10 @@ def test_experiment_survives_a_lost_node_and_a_lost_runner(topology):
     exp = _experiment(topo, exp_id)
     assert exp["status"] == "succeeded", exp
     trials, total = topo.store.list_trials(exp_id, limit=100)
-    assert total == 8 and all(t.status == "completed" for t in trials)
+    assert total == sub["trials_planned"] and all(t.status == "completed" for t in trials)
     rows = _trace_rows(topo, exp_id)
-    assert set(rows) == {t.id for t in trials} and len(set(rows.values())) == 1, rows
-    assert next(iter(rows.values())) in (trials[0].steps, trials[0].steps + 1)
+    assert set(rows) == {t.id for t in trials}, rows
+    assert all(rows[t.id] == t.steps for t in trials)
     assert max(t.attempt for t in trials) == 1, "the pack lost with the node was retried once"
     # one job, named after the experiment; Ray's state API shows its packs' actors on both nodes
     status, job = _ray(topo, f"/api/jobs/{sid}")
