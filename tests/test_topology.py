@@ -34,7 +34,7 @@ TOKEN = "topology-api-token"
 # then the selected configuration of each variant on the test split
 SPEC = {"name": "topology", "dataset": {"name": "iris"},
         "variants": [{"name": "GRU", "family": "gru"}, {"name": "RNN", "family": "rnn"}],
-        "training": {"epochs": 40, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
+        "training": {"epochs": 150, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
             "lr": {"type": "grid", "values": [0.05, 0.1]}}},
         "seeds": 2, "execution": {"pack_size": 2, "max_failures": 3}}
 LONG = {**SPEC, "name": "to-cancel", "training": {"epochs": 5000, "batch_size": 4}}
@@ -224,8 +224,9 @@ def test_experiment_survives_a_lost_node_and_a_lost_runner(topology):
     active = topo.store.get_experiment(exp_id).runner_id
     # the second node's raylet dies mid-run
     worker = topo.cluster.nodes[1]
-    _wait(lambda: len({t.node_id for t in topo.store.list_trials(exp_id)[0] if t.status == "running"}) == 2, 240,
-          "packs running on both nodes")
+    _wait(lambda: len({t.node_id for t in topo.store.list_trials(exp_id)[0] if t.node_id}) == 2, 240,
+          "packs started on both nodes")
+    assert any(t.status == "running" and t.node_id for t in topo.store.list_trials(exp_id)[0])
     os.kill(_raylet_pid(worker), signal.SIGKILL)
     # and the runner that dispatched it is killed outright
     victim = next(s for s in topo.services.values() if f":{s.proc.pid}:" in str(active))
