@@ -16,15 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-# Headless Chromium for tests/test_docs_offline.py (Debian's package, driven by Playwright's
+# Headless Chromium for the browser tests (offline /docs, the /ui pages; Debian's package, driven by Playwright's
 # Python client; `playwright install` is never run). Installed only when missing and only as
-# root; otherwise that test skips locally (and fails under CI=true).
+# root; otherwise those tests skip locally (and fails under CI=true).
 chromium:
 	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "installing chromium (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "note: no Chromium and not root: tests/test_docs_offline.py will skip (apt-get install chromium)"; fi
+	else echo "note: no Chromium and not root: the browser tests will skip (apt-get install chromium)"; fi
 
 test: install
 	$(VENV)/bin/ruff check --select F,E9 .

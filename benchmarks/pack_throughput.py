@@ -340,6 +340,8 @@ def mnist_k1(args, batch, hidden) -> None:
 
 def precision_main(args, task, members, epochs, batch, hidden, device) -> None:
     """The metric difference of the opt-in precisions against exact float32 (fast engine)."""
+    for prec in ("float32", "tf32", "bf16"):  # warm-up (compilation) outside the timed runs
+        run_pack(task, members, 1, batch, hidden, "fast", device, prec)
     ref = run_pack(task, members, epochs, batch, hidden, "fast", device, "float32")
     base = np.array([m.final["test_metric"] for m in ref[2].members])
     print(f"precision (fast engine, {device}, K={len(members)}, {epochs} epochs): float32 {ref[0]:.3f} s wall")

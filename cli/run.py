@@ -49,7 +49,8 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
     spec = None
     if resume:
         if spec_file is not None:
-            fail("give a SPEC_FILE or --resume ID, not both (a resumed experiment keeps its stored spec)", 2)
+            err_console.print(f"--resume: {spec_file} is not read; the experiment's stored spec is used",
+                              highlight=False)
     elif spec_file is None:
         fail("give a SPEC_FILE, or --resume ID", 2)
     else:

@@ -305,14 +305,23 @@ class _PackProgress(tune.Callback):
 
 def _trial_error(trial) -> tuple[str, str]:
     """The readable reason and fault kind of a failed Tune trial (never the error file's path)."""
-    try:
-        exc = trial.get_pickled_error()
+    exc = None
+    try:  # Tune writes the error to the trial's local directory first, synced to storage later
+        path = trial.pickled_error_file
+        if path and os.path.exists(path):
+            import cloudpickle
+
+            with open(path, "rb") as f:
+                exc = cloudpickle.load(f)
+        else:
+            exc = trial.get_pickled_error()
     except Exception:  # noqa: BLE001 - an unreadable error is an unknown one
         exc = None
     if isinstance(exc, BaseException):
         return reason(exc), classify(exc)
     try:
-        text = trial.get_error() or ""
+        path = trial.error_file
+        text = Path(path).read_text() if path and os.path.exists(path) else (trial.get_error() or "")
     except Exception:  # noqa: BLE001
         text = ""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip() and not ln.startswith(" ")]

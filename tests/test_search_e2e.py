@@ -24,7 +24,7 @@ def selection(trials):
     return [t for t in trials if not is_test_number(t.number)]
 
 
-def testing(trials):
+def on_test(trials):
     return [t for t in trials if is_test_number(t.number)]
 
 
@@ -87,7 +87,7 @@ def test_grid_runs_exactly_the_grid_and_stores_every_trace(ray_local, db_url):
     visited = {(t.variant, t.params["lr"], t.seed) for t in selection(trials)}
     assert visited == set(itertools.product(["GRU", "SL1-GRU"], [0.005, 0.05], [0, 1]))
     assert all(t.test_metric is None and t.final["val_metric"] is not None for t in selection(trials))
-    assert all(t.test_metric is not None for t in testing(trials)) and len(testing(trials)) == 4
+    assert all(t.test_metric is not None for t in on_test(trials)) and len(on_test(trials)) == 4
     assert_one_complete_trace_each(store, exp_id, epochs=3)
     assert seen[-1].trials_done == 12 and seen[-1].packs_done == seen[-1].packs_total
     assert summary.best is not None and summary.best["metric"] == "val_metric"
@@ -96,7 +96,7 @@ def test_grid_runs_exactly_the_grid_and_stores_every_trace(ray_local, db_url):
     for variant in ("GRU", "SL1-GRU"):  # the test trials use the lr with the best mean validation score
         mean = {lr: np.mean([t.final["val_metric"] for t in selection(trials)
                              if t.variant == variant and t.params["lr"] == lr]) for lr in (0.005, 0.05)}
-        chosen = {t.params["lr"] for t in testing(trials) if t.variant == variant}
+        chosen = {t.params["lr"] for t in on_test(trials) if t.variant == variant}
         assert chosen == {max(mean, key=lambda lr: (mean[lr], -[0.005, 0.05].index(lr)))}
 
 
@@ -180,10 +180,10 @@ def test_nsga2_returns_a_pareto_set(ray_local, tmp_path):
 
     assert set(front) == {p for p in points if not dominated(p)}
     # up to 3 of the validation Pareto set are evaluated on the test split
-    on_test = {tuple(sorted(t.params.items())) for t in testing(trials)}
+    tested = {tuple(sorted(t.params.items())) for t in on_test(trials)}
     pareto_params = {tuple(sorted(t.params.items())) for t in selection(trials)
                      if (t.final["val_metric"], t.sparsity_all) in set(front)}
-    assert 1 <= len(on_test) <= 3 and on_test <= pareto_params
+    assert 1 <= len(tested) <= 3 and tested <= pareto_params
 
 
 def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
@@ -195,7 +195,7 @@ def test_asha_prunes_inside_packs_at_the_rungs(ray_local, tmp_path):
     store, exp_id, sink = start(f"sqlite:///{tmp_path / 'a.db'}", spec)
     run_experiment(spec, sink)
     everything = all_trials(store, exp_id)
-    assert [len(store.get_epochs(t.id)["epoch"]) for t in testing(everything)] == [9]  # never pruned
+    assert [len(store.get_epochs(t.id)["epoch"]) for t in on_test(everything)] == [9]  # never pruned
     trials = selection(everything)
     epochs_run = sorted(len(store.get_epochs(t.id)["epoch"]) for t in trials)
     assert epochs_run == [1] * 6 + [3] * 2 + [9]

@@ -52,7 +52,9 @@ def test_every_spec_field_is_documented_with_its_constraints():
     assert rows["training.lr"][3].startswith("learning rate")  # lent by trainer.config.MemberConfig
     assert rows["dataset.cv_folds"][:3] == ["int | null", "`null`", "≥ 2, ≤ 20"]
     assert rows["variants[].family"][:2] == ['"rnn" | "lstm" | "gru" | "diag_rnn"', "required"]
-    assert rows["search.objectives[].metric"][1] == '`"test_metric"`'
+    from search.spec import Objective
+
+    assert rows["search.objectives[].metric"][1] == f'`"{Objective.model_fields["metric"].default}"`'
     assert rows["execution.asha.reduction_factor"][:3] == ["int", "`3`", "≥ 2"]
     assert rows["values"][2] == "length 1–1000"  # Choice, a value of search.space.<name>
 

@@ -119,6 +119,9 @@ def create_app(settings: Settings | None = None, *, store=None) -> FastAPI:
     _install_handlers(app)
     _install_metrics_middleware(app)
     _install_openapi(app, experiments)
+    from service import ui
+
+    ui.mount(app)
     return app
 
 
