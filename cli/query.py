@@ -24,11 +24,11 @@ def read_spec_file(path: Path) -> tuple[bytes, str]:
 
 
 def show_comparison(b, exp_ids: list[str], *, by: str = "variant", as_json: bool = False,
-                    wide: bool = False, title: str | None = None) -> None:
+                    wide: bool = False, title: str | None = None, reference: str | None = None) -> None:
     """Print the comparison of these experiments (paper columns where the protocol matches)."""
     from service.reports.tables import paper_protocol, rich_table
 
-    rows = b.compare(exp_ids, by=by)
+    rows = b.compare(exp_ids, by=by, reference=reference)
     if as_json:
         dump_json([r.model_dump(mode="json") for r in rows])
         return
@@ -122,10 +122,12 @@ def cancel(exp_id: Annotated[str, typer.Argument(help="experiment id")], server:
 @one_line_errors
 def compare(exp_ids: Annotated[list[str], typer.Argument(help="one or more experiment ids")],
             by_config: Annotated[bool, typer.Option("--by-config", help="one row per configuration (grid point)")] = False,
+            reference: Annotated[Optional[str], typer.Option(help="variant the others are compared with, paired over (seed, split); default: the unregularized one of the same family")] = None,
             as_json: JsonOpt = False, wide: WideOpt = False, db: DbOpt = None, server: ServerOpt = None) -> None:
-    """Variants side by side: mean ± std over seeds (the paper's Table 3/5 layout)."""
+    """Variants side by side: mean ± std over seeds and splits, with paired statistics against a
+    reference variant (the paper's Table 3/5 layout)."""
     show_comparison(backend(db, server), exp_ids, by="config" if by_config else "variant",
-                    as_json=as_json, wide=wide)
+                    as_json=as_json, wide=wide, reference=reference)
 
 
 @one_line_errors

@@ -39,7 +39,7 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
     Ctrl-C (or SIGTERM) stops the packs and leaves the experiment cancelled; `rnnhpo run --resume ID`
     continues it. A server on the same database never takes it over while this runs."""
     from service.backend import LocalBackend
-    from service.runner import run_local
+    from service.runner_process import run_local
     from service.store import ExperimentRunning, NotFound
     from service.submission import validate
     from service.validation import SpecError, format_errors

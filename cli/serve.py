@@ -106,7 +106,7 @@ def runner(db: DbOpt = None,
     """Claim queued experiments from the database and run them until SIGINT/SIGTERM (which hand
     the experiment in flight back to the queue and exit within a few seconds)."""
     from service.logs import install_repeat_filter
-    from service.runner import main
+    from service.runner_process import main
 
     _logging(log_level)
     install_repeat_filter()

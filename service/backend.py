@@ -55,8 +55,8 @@ class Backend(Protocol):
     def get(self, exp_id: str) -> ExperimentOut: ...
     def list(self, *, status: str | None = None, limit: int = 50) -> ExperimentPage: ...
     def cancel(self, exp_id: str) -> ExperimentOut: ...
-    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant"
-                ) -> list[VariantSummary]: ...
+    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant",
+                reference: str | None = None) -> list[VariantSummary]: ...
     def trials(self, exp_id: str, *, sort: str = "number", descending: bool = False,
                status: str | None = None, variant: str | None = None, limit: int = 100) -> TrialPage: ...
     def trace(self, trial_id: int, *, metrics: list[str] | None = None, every: int = 1
@@ -130,13 +130,13 @@ class LocalBackend:
         except NotFound:
             raise Missing(f"no experiment {exp_id} in {self.label}") from None
 
-    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant"
-                ) -> list[VariantSummary]:
+    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant",
+                reference: str | None = None) -> list[VariantSummary]:
         from service.reports.compare import compare
         from service.store import NotFound
 
         try:
-            return compare(self.store, exp_ids, by_config=by == "config")
+            return compare(self.store, exp_ids, by_config=by == "config", reference=reference)
         except NotFound as exc:
             raise Missing(f"{exc} in {self.label}") from None
 
@@ -207,9 +207,9 @@ class RemoteBackend:
     def cancel(self, exp_id: str) -> ExperimentOut:
         return self._call(f"cancel {exp_id}", self.client.cancel, exp_id)
 
-    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant"
-                ) -> list[VariantSummary]:
-        rows = self._call("compare", self.client.compare, exp_ids, by=by)
+    def compare(self, exp_ids: list[str], *, by: Literal["variant", "config"] = "variant",
+                reference: str | None = None) -> list[VariantSummary]:
+        rows = self._call("compare", self.client.compare, exp_ids, by=by, reference=reference)
         return [VariantSummary.model_validate(r) for r in rows]
 
     def trials(self, exp_id: str, *, sort: str = "number", descending: bool = False,

@@ -190,16 +190,17 @@ class Client:
         return self._request("GET", f"{self.api}/trials/{trial_id}/trace", params=params).text
 
     # -- comparison & plots -----------------------------------------------------------
-    def compare(self, exp_ids: str | list[str], *, by: Literal["variant", "config"] = "variant") -> list[dict]:
+    def compare(self, exp_ids: str | list[str], *, by: Literal["variant", "config"] = "variant",
+                reference: str | None = None) -> list[dict]:
         """Rows of the comparison (the Store's VariantSummary fields), one per (experiment, variant)
         or, with ``by="config"``, per (experiment, variant, configuration)."""
-        return self.compare_table(exp_ids, fmt="json", by=by)["rows"]
+        return self.compare_table(exp_ids, fmt="json", by=by, reference=reference)["rows"]
 
     def compare_table(self, exp_ids: str | list[str], *, fmt: Literal["json", "markdown", "csv"] = "json",
-                      by: Literal["variant", "config"] = "variant"):
+                      by: Literal["variant", "config"] = "variant", reference: str | None = None):
         """JSON: ``{"experiments", "rows", "table"}``; markdown/csv: the text."""
         ids = [exp_ids] if isinstance(exp_ids, str) else list(exp_ids)
-        params = {"format": fmt, "by": by}
+        params = {"format": fmt, "by": by, **({"reference": reference} if reference else {})}
         if len(ids) == 1:
             r = self._request("GET", f"{self.api}/experiments/{ids[0]}/compare", params=params)
         else:

@@ -125,3 +125,41 @@ def test_compare_rows_carry_paired_statistics(sqlite_url):
     assert "p_holm" in tables.csv_text(list(rows.values())).splitlines()[0]
     by_config = compare(store, [exp], by_config=True)
     assert {r.role for r in by_config} == {"select", "test"}
+
+
+def test_reference_variant_is_chosen_over_the_api_and_the_cli(sqlite_url, tmp_path):
+    """`?reference=` and `rnnhpo compare --reference` pair every other variant with that one."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from cli.main import app as cli_app
+    from search.planning import TEST_NUMBER_BASE
+    from search.sink import TrialPlan, TrialRecord
+    from service.api.app import create_app
+    from service.settings import Settings
+    from service.store import Store
+
+    spec = {"name": "r", "dataset": {"name": "iris"}, "variants": [
+        {"name": "RNN", "family": "rnn"}, {"name": "GRU", "family": "gru"},
+        {"name": "SL1-GRU", "family": "gru", "reg": "sl1"}]}
+    store = Store(sqlite_url)
+    exp = store.create_experiment("r", spec)
+    plans = [TrialPlan(TEST_NUMBER_BASE + 10 * i + seed, v, {}, seed, 0, {"role": "test"})
+             for i, v in enumerate(("RNN", "GRU", "SL1-GRU")) for seed in range(5)]
+    ids = store.register_trials(exp, plans)
+    for p in plans:
+        store.record_trial(ids[p.number], TrialRecord(
+            status="completed", final={"test_metric": 0.9 + 0.01 * p.seed + (0.02 if p.variant == "RNN" else 0)},
+            diagnostics={}, trace={}, epochs={}, wall_time=1.0, device="cpu", pack_id="x", pack_size=1))
+    settings = Settings(database_url=sqlite_url, data_dir=tmp_path / "data")
+    with TestClient(create_app(settings)) as client:
+        default = {r["variant"]: r for r in client.get(f"/api/v1/experiments/{exp}/compare").json()["rows"]}
+        chosen = {r["variant"]: r for r in
+                  client.get(f"/api/v1/experiments/{exp}/compare", params={"reference": "RNN"}).json()["rows"]}
+    assert default["SL1-GRU"]["reference"] == "GRU" and default["RNN"]["reference"] is None
+    assert chosen["GRU"]["reference"] == "RNN" and chosen["SL1-GRU"]["reference"] == "RNN"
+    assert chosen["GRU"]["diff_mean"] == pytest.approx(-0.02) and chosen["RNN"]["reference"] is None
+    result = CliRunner().invoke(cli_app, ["compare", exp, "--reference", "RNN", "--json", "--db", sqlite_url])
+    assert result.exit_code == 0, result.output
+    rows = {r["variant"]: r for r in __import__("json").loads(result.stdout)}
+    assert rows["GRU"]["reference"] == "RNN" and rows["GRU"]["diff_mean"] == pytest.approx(-0.02)

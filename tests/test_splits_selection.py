@@ -104,14 +104,14 @@ class MemorySink:
     def trial_states(self):
         return {n: dict(t) for n, t in self.trials.items()}
 
-    def pack_started(self, trial_ids, pack_id, attempt, device):
+    def pack_started(self, trial_ids, pack_id, attempt, device, *rest, **kw):
         pass
 
-    def record_trial(self, trial_id, record):
+    def record_trial(self, trial_id, record, *rest, **kw):
         number = next(n for n, i in self.ids.items() if i == trial_id)
         self.trials[number].update(status=record.status, final=dict(record.final), extra=record.extra)
 
-    def trial_failed(self, trial_id, error):
+    def trial_failed(self, trial_id, error, *rest, **kw):
         pass
 
 
@@ -126,9 +126,12 @@ def run_in_process(spec: ExperimentSpec, monkeypatch) -> MemorySink:
             out.append(o)
         return out
 
+    from search.cluster import ClusterShape
+
     monkeypatch.setattr(driver_mod, "run_packs", run_packs)
-    monkeypatch.setattr(driver_mod, "ensure_ray", lambda address: None)
-    monkeypatch.setattr(driver_mod._Run, "parallel_slots", lambda self: 1)
+    monkeypatch.setattr(driver_mod, "ensure_ray", lambda *a, **k: None)
+    monkeypatch.setattr(driver_mod, "check_resources", lambda *a, **k: None)
+    monkeypatch.setattr(driver_mod, "cluster_shape", lambda *a, **k: ClusterShape(1.0, 0.0, None))
     sink = MemorySink()
     driver_mod.run_experiment(spec, sink)
     return sink

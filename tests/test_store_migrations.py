@@ -135,3 +135,43 @@ def test_in_memory_sqlite_is_shared_across_threads():
     t.start()
     t.join()
     assert seen[0] is not None and seen[0].name == "mem"
+
+
+def _insert_minimal(conn, table: sa.Table, **values) -> None:
+    """Insert a row giving every NOT NULL column without a default a plain value."""
+    from datetime import datetime, timezone
+
+    plain = {sa.Integer: 0, sa.String: "x", sa.Text: "x", sa.Boolean: False, sa.Float: 0.0,
+             sa.JSON: "{}", sa.DateTime: datetime.now(timezone.utc)}
+    row = dict(values)
+    for c in table.columns:
+        if c.name in row or c.nullable or c.default is not None or c.server_default is not None \
+                or c.autoincrement is True:
+            continue
+        row[c.name] = next((v for t, v in plain.items() if isinstance(c.type, t)), 0)
+    conn.execute(table.insert().values(**row))
+
+
+def test_upgrading_sqlite_keeps_every_trial_and_trace(tmp_path):
+    """Batch migrations recreate tables on SQLite; with foreign keys on, that used to cascade
+    and delete every trial and trace of a database created before 0003."""
+    from service.db.engine import dispose_engines
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = get_engine(url)
+    upgrade(engine, "0002")
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.begin() as conn:
+        _insert_minimal(conn, meta.tables["rnnhpo_experiments"], id="e1", name="old", status="queued")
+        _insert_minimal(conn, meta.tables["rnnhpo_trials"], id=1, experiment_id="e1", number=0,
+                        status="completed")
+        for step in range(5):
+            _insert_minimal(conn, meta.tables["rnnhpo_trace_points"], trial_id=1, step=step, epoch=0)
+    upgrade(engine, "head")
+    store = Store(url)
+    assert store.trace_row_count(trial_id=1) == 5
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM rnnhpo_trials").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    dispose_engines()

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from service.api.deps import EXP_ID_PATTERN, ExpIdPath, StoreDep
+from service.api.deps import EXP_ID_PATTERN, NO_NUL_PATTERN, ExpIdPath, StoreDep
 from service.reports.compare import VariantSummary, compare
 from service.reports.tables import csv_text, markdown, paper_protocol
 from service.store import NotFound
@@ -26,9 +26,9 @@ class Comparison(BaseModel):
                        examples=["| experiment | variant | n | train | test | ... |"])
 
 
-def _render(store, ids: list[str], fmt: str, by: str = "variant"):
+def _render(store, ids: list[str], fmt: str, by: str = "variant", reference: str | None = None):
     try:
-        rows = compare(store, ids, by_config=by == "config")
+        rows = compare(store, ids, by_config=by == "config", reference=reference)
     except NotFound as exc:
         raise HTTPException(404, detail=str(exc)) from None
     paper = paper_protocol(store.get_experiment(ids[0]).spec) if len(ids) == 1 else None
@@ -47,14 +47,17 @@ _RESPONSES = {200: {"content": {"text/markdown": {"schema": {"type": "string"}},
 FormatQ = Query("json", description="json (rows + Markdown), markdown (the paper layout) or csv")
 ByQ = Query("variant", description="one row per variant, or per (variant, configuration) — "
                                    "e.g. every point of a grid search")
+ReferenceQ = Query(None, max_length=64, pattern=NO_NUL_PATTERN,
+                   description="variant every other variant is compared with, paired over (seed, "
+                               "split); default: the unregularized variant of the same family")
 
 
 @router.get("/experiments/{exp_id}/compare", response_model=Comparison, responses=_RESPONSES,
             summary="Variants of one experiment side by side (Table 3/5 layout)")
 def compare_experiment(exp_id: ExpIdPath, store: StoreDep,
                        format: Literal["json", "markdown", "csv"] = FormatQ,
-                       by: Literal["variant", "config"] = ByQ):
-    return _render(store, [exp_id], format, by)
+                       by: Literal["variant", "config"] = ByQ, reference: str | None = ReferenceQ):
+    return _render(store, [exp_id], format, by, reference)
 
 
 @router.get("/compare", response_model=Comparison, responses=_RESPONSES,
@@ -66,6 +69,7 @@ def compare_experiments(
                                    examples=[["3f2a9c1e0b7d4c58,7d0e11aa9b3c4f21"]]),
     format: Literal["json", "markdown", "csv"] = FormatQ,
     by: Literal["variant", "config"] = ByQ,
+    reference: str | None = ReferenceQ,
 ):
     ids = [i.strip() for item in experiments for i in item.split(",") if i.strip()]
     if not ids:
@@ -77,4 +81,4 @@ def compare_experiments(
     bad = [i for i in ids if not re.match(EXP_ID_PATTERN, i)]
     if bad:
         raise HTTPException(404, detail=f"experiment(s) not found: {', '.join(map(repr, bad[:5]))}")
-    return _render(store, ids, format, by)
+    return _render(store, ids, format, by, reference)

@@ -54,14 +54,28 @@ def current_revision(target: Engine | str) -> str | None:
 
 
 def _run(engine: Engine, fn, revision: str) -> None:
-    opts = {"sqlite_begin": "IMMEDIATE"} if engine.dialect.name == "sqlite" else {}
+    """Run an Alembic command in one transaction (PostgreSQL: under an advisory lock). On SQLite
+    foreign keys are off while it runs: batch migrations recreate a table, and with them on,
+    dropping the old ``rnnhpo_experiments`` would cascade and delete every trial and trace."""
+    sqlite = engine.dialect.name == "sqlite"
+    opts = {"sqlite_begin": "IMMEDIATE"} if sqlite else {}
     with engine.connect().execution_options(**opts) as conn:
-        with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-            cfg = alembic_config()
-            cfg.attributes["connection"] = conn
-            fn(cfg, revision)
+        raw = conn.connection.dbapi_connection
+        if sqlite:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, where it applies
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                fn(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise sa.exc.IntegrityError("PRAGMA foreign_key_check", None,
+                                                Exception("a migration left dangling references"))
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 def upgrade(target: Engine | str, revision: str = "head", *, retries: int = 5) -> None:

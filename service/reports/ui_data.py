@@ -110,36 +110,14 @@ def grid_facets(store, exp_id: str, *, x: str | None = None, y: str | None = Non
         if facet == "variant":
             fx, fy, g, _, _ = figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=fv, agg=agg)
         else:
-            fx, fy, g, _, _ = _facet_cells(store, exp_id, x, y, metric, variant, agg, {facet: fv})
+            fx, fy, g, _, _ = figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=variant,
+                                                 agg=agg, where={facet: fv})
         grid = np.full((len(ys), len(xs)), np.nan)  # every panel on the axes of the whole grid
         for iy, yv in enumerate(fy):
             for ix, xv in enumerate(fx):
                 grid[ys.index(yv), xs.index(xv)] = g[iy, ix]
         panels.append(Facet(fv, xs, ys, grid))
     return panels, x, y, facet
-
-
-def _facet_cells(store, exp_id, x, y, metric, variant, agg, where):
-    """``figures.grid_cells`` over the trials with the ``where`` parameter values."""
-    import inspect
-
-    if "where" in inspect.signature(figures.grid_cells).parameters:
-        return figures.grid_cells(store, exp_id, x=x, y=y, metric=metric, variant=variant, agg=agg, where=where)
-    trials = [t for t in figures.completed(store, exp_id, variant)
-              if all(t.params.get(k) == v for k, v in where.items())]
-    cells: dict[tuple[Any, Any], list[float]] = defaultdict(list)
-    for t in trials:
-        xv = t.variant if x == "variant" else t.params.get(x)
-        yv = t.variant if y == "variant" else t.params.get(y)
-        v = figures.value(t, metric)
-        if xv is not None and yv is not None and v is not None:
-            cells[(xv, yv)].append(v)
-    xs, ys = figures._sortable({k[0] for k in cells}), figures._sortable({k[1] for k in cells})
-    grid = np.full((len(ys), len(xs)), np.nan)
-    fn = {"mean": np.mean, "max": np.max, "min": np.min}[agg]
-    for (xv, yv), vals in cells.items():
-        grid[ys.index(yv), xs.index(xv)] = float(fn(vals))
-    return xs, ys, grid, x, y
 
 
 def trial_rows(store, exp_id: str, metrics: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
