@@ -10,10 +10,11 @@ block for this test (it does not show on the rendered page); blocks without one 
         lines that end the block (``# ...`` after the last statement) are its expected output,
         each without its ``# ``.
 
-    <!-- readme-test: shell [vary=KEY,KEY...] -->
+    <!-- readme-test: shell [vary=KEY,KEY...] [exit=N] -->
         Lines starting with ``$ `` are commands, each an ``rnnhpo ...`` command (run with this
         environment's ``rnnhpo``, same temporary settings); the lines after a command, up to the
-        next ``$ ``, are its expected output.
+        next ``$ ``, are its expected output: its stdout, or with ``exit=N`` (a command that must
+        fail with status N) its stderr.
 
 How output is matched:
 - line by line, trailing spaces ignored; a line ``...`` matches any number of lines (also none);
@@ -292,5 +293,6 @@ def test_readme_shell_block(block, sandbox, request):
             argv = [a.replace(README_URL, request.getfixturevalue("readme_server")) for a in argv]
         run = subprocess.run([_rnnhpo(), *argv[1:]], cwd=ROOT, env=env, capture_output=True, text=True,
                              timeout=300)
-        assert run.returncode == 0, f"{block.id}: `{cmd}` failed:\n{run.stdout}\n{run.stderr[-4000:]}"
-        check_output(expected, run.stdout, block.options.get("vary"))
+        code = int(block.options.get("exit", ["0"])[0])
+        assert run.returncode == code, f"{block.id}: `{cmd}` exited {run.returncode}:\n{run.stdout}\n{run.stderr[-4000:]}"
+        check_output(expected, run.stdout if code == 0 else run.stderr, block.options.get("vary"))
