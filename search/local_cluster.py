@@ -148,7 +148,22 @@ class LocalCluster:
         return out
 
     def start_head(self, *, num_cpus: int = 1, num_gpus: int | None = None, dashboard: bool = True,
-                   extra: list[str] | None = None) -> RayNode:
+                   extra: list[str] | None = None, attempts: int = 3) -> RayNode:
+        """Start the head. On a loaded machine Ray's client server can give up waiting for the
+        raylet (30 s, not configurable), and ``ray start`` then ends the node: start it again."""
+        for attempt in range(attempts):
+            try:
+                return self._start_head(num_cpus=num_cpus, num_gpus=num_gpus, dashboard=dashboard, extra=extra)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                for node in self.nodes:
+                    node.stop()
+                self.nodes.clear()
+        raise AssertionError("unreachable")
+
+    def _start_head(self, *, num_cpus: int, num_gpus: int | None, dashboard: bool,
+                    extra: list[str] | None) -> RayNode:
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         args = ["--head", f"--port={self.gcs_port}", f"--node-ip-address={self.host}",
                 f"--num-cpus={num_cpus}", f"--temp-dir={self.temp_dir}",

@@ -30,10 +30,11 @@ pytestmark = pytest.mark.slow
 
 PG_SOCKET = os.environ.get("RNNHPO_TEST_PG_SOCKET", "/var/run/postgresql")
 TOKEN = "topology-api-token"
-# 2 variants x 2 configurations x 2 seeds = 8 trials in 4 packs of 2 (cpus: 1 per node)
+# 2 variants x 2 configurations x 2 seeds = 8 selection trials in 4 packs of 2 (one CPU per node),
+# then the selected configuration of each variant on the test split
 SPEC = {"name": "topology", "dataset": {"name": "iris"},
         "variants": [{"name": "GRU", "family": "gru"}, {"name": "RNN", "family": "rnn"}],
-        "training": {"epochs": 40, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
+        "training": {"epochs": 150, "batch_size": 16}, "search": {"algorithm": "grid", "space": {
             "lr": {"type": "grid", "values": [0.05, 0.1]}}},
         "seeds": 2, "execution": {"pack_size": 2, "max_failures": 3}}
 LONG = {**SPEC, "name": "to-cancel", "training": {"epochs": 5000, "batch_size": 4}}
@@ -223,8 +224,9 @@ def test_experiment_survives_a_lost_node_and_a_lost_runner(topology):
     active = topo.store.get_experiment(exp_id).runner_id
     # the second node's raylet dies mid-run
     worker = topo.cluster.nodes[1]
-    _wait(lambda: len({t.node_id for t in topo.store.list_trials(exp_id)[0] if t.status == "running"}) == 2, 240,
-          "packs running on both nodes")
+    _wait(lambda: len({t.node_id for t in topo.store.list_trials(exp_id)[0] if t.node_id}) == 2, 240,
+          "packs started on both nodes")
+    assert any(t.status == "running" and t.node_id for t in topo.store.list_trials(exp_id)[0])
     os.kill(_raylet_pid(worker), signal.SIGKILL)
     # and the runner that dispatched it is killed outright
     victim = next(s for s in topo.services.values() if f":{s.proc.pid}:" in str(active))
@@ -236,10 +238,10 @@ def test_experiment_survives_a_lost_node_and_a_lost_runner(topology):
     exp = _experiment(topo, exp_id)
     assert exp["status"] == "succeeded", exp
     trials, total = topo.store.list_trials(exp_id, limit=100)
-    assert total == 8 and all(t.status == "completed" for t in trials)
+    assert total == sub["trials_planned"] and all(t.status == "completed" for t in trials)
     rows = _trace_rows(topo, exp_id)
-    assert set(rows) == {t.id for t in trials} and len(set(rows.values())) == 1, rows
-    assert next(iter(rows.values())) in (trials[0].steps, trials[0].steps + 1)
+    assert set(rows) == {t.id for t in trials}, rows
+    assert all(rows[t.id] == t.steps for t in trials)
     assert max(t.attempt for t in trials) == 1, "the pack lost with the node was retried once"
     # one job, named after the experiment; Ray's state API shows its packs' actors on both nodes
     status, job = _ray(topo, f"/api/jobs/{sid}")
