@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.faults import RetryPolicy, call_with_retry, reason
+from service.runner_callbacks import CancelProbe, ProgressRecorder, attr
 from service.settings import Settings
 
 log = logging.getLogger("rnnhpo.runner")
@@ -220,7 +221,7 @@ class Runner:
 
     def execute(self, view) -> str:
         """Run a claimed experiment; returns the status it finished with (or 'requeued'/'lost')."""
-        exp_id = _get(view, "id")
+        exp_id = attr(view, "id")
         self.stats.current = exp_id
         hb = _Heartbeat(self.store, exp_id, self.runner_id, self.settings.runner_heartbeat_s)
         hb.start()
@@ -231,12 +232,12 @@ class Runner:
             self.stats.current = None
 
     def _execute(self, view, exp_id: str, hb: _Heartbeat) -> str:
-        log.info("runner %s: experiment %s (%s) started", self.runner_id, exp_id, _get(view, "name"))
+        log.info("runner %s: experiment %s (%s) started", self.runner_id, exp_id, attr(view, "name"))
         should_cancel = self._cancel_probe(exp_id, hb)
         try:
             if self._stop.is_set():
                 return self._stopped(exp_id)
-            spec = self._load_spec(_get(view, "spec"))
+            spec = self._load_spec(attr(view, "spec"))
             run_fn = self._run_fn or _default_run_fn()
             if self._init_ray:
                 self._ensure_ray(spec, should_cancel)
@@ -264,15 +265,15 @@ class Runner:
         if hb.lost.is_set():
             return "lost"  # another runner owns it now: leave its row alone
         self._record_summary(exp_id, summary)
-        if _attr(summary, "cancelled", False):
+        if attr(summary, "cancelled", False):
             if self._stop.is_set() and not self._cancel_flag(exp_id):
                 return self._stopped(exp_id)
             self.store.finish_experiment(exp_id, "cancelled")
             self.stats.cancelled += 1
             return "cancelled"
-        total = _attr(summary, "trials_total", 0) or 0
-        n_failed = _attr(summary, "n_failed", 0) or 0
-        reasons = _reasons(_attr(summary, "failures", None) or {})
+        total = attr(summary, "trials_total", 0) or 0
+        n_failed = attr(summary, "n_failed", 0) or 0
+        reasons = _reasons(attr(summary, "failures", None) or {})
         if n_failed and total and n_failed >= total:
             self.store.finish_experiment(exp_id, "failed", error=f"all {total} trials failed{reasons}")
             self.stats.failed += 1
@@ -336,78 +337,18 @@ class Runner:
     def _cancel_probe(self, exp_id: str, hb: _Heartbeat) -> Callable[[], bool]:
         """``should_cancel`` for the driver: stop requested, claim lost, or cancel in the database
         (the database is asked at most every ``cancel_poll_s`` seconds)."""
-        return _CancelProbe(self, exp_id, hb)
+        return CancelProbe(self, exp_id, hb)
 
     def _progress_cb(self, exp_id: str) -> Callable[[Any], None]:
-        return _ProgressRecorder(self, exp_id)
+        return ProgressRecorder(self, exp_id)
 
     def _record_summary(self, exp_id: str, summary) -> None:
         try:
-            self.store.set_progress(exp_id, total=int(_attr(summary, "trials_total", 0) or 0),
-                                    done=int(_attr(summary, "trials_done", 0) or 0),
-                                    best=_attr(summary, "best", None))
+            self.store.set_progress(exp_id, total=int(attr(summary, "trials_total", 0) or 0),
+                                    done=int(attr(summary, "trials_done", 0) or 0),
+                                    best=attr(summary, "best", None))
         except Exception:  # noqa: BLE001
             log.exception("experiment %s: final set_progress failed", exp_id)
-
-
-class _DriverCallback:
-    """Base of the callables handed to the driver. Ray Tune pickles its stoppers and callbacks
-    (with whatever they close over) into its experiment state; these pickle to inert no-ops
-    instead of failing on the runner's locks and database connections."""
-
-    _live = False
-
-    def __getstate__(self) -> dict:
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self._live = False
-
-
-class _CancelProbe(_DriverCallback):
-    def __init__(self, runner: "Runner", exp_id: str, hb: _Heartbeat):
-        self._live = True
-        self.runner, self.exp_id, self.hb = runner, exp_id, hb
-        self._lock = threading.Lock()
-        self._t, self._v = 0.0, False
-
-    def __call__(self) -> bool:
-        if not self._live:
-            return False
-        if self.runner._stop.is_set() or self.hb.lost.is_set():
-            return True
-        with self._lock:
-            now = time.monotonic()
-            if not self._v and now - self._t >= self.runner.settings.cancel_poll_s:
-                self._t = now
-                self._v = self.runner._cancel_flag(self.exp_id)
-            return self._v
-
-
-class _ProgressRecorder(_DriverCallback):
-    def __init__(self, runner: "Runner", exp_id: str):
-        self._live = True
-        self.runner, self.exp_id = runner, exp_id
-        self.accepts = _set_progress_kwargs(runner.store)
-
-    def __call__(self, p) -> None:
-        if not self._live:
-            return
-        runner, exp_id = self.runner, self.exp_id
-        url = _attr(p, "dashboard_url", None)
-        if url:
-            runner.stats.dashboard_url = url
-        info = {k: _attr(p, k, None) for k in ("trials_total", "trials_done", "packs_total",
-                                                "packs_done", "eta_s", "elapsed_s", "dashboard_url")}
-        runner.stats.last_progress = {"experiment_id": exp_id, **info}
-        kwargs: dict[str, Any] = {k: info[k] for k in ("eta_s", "dashboard_url", "packs_total", "packs_done")
-                                  if k in self.accepts}
-        try:
-            runner.store.set_progress(exp_id, total=int(info["trials_total"] or 0),
-                                      done=int(info["trials_done"] or 0), best=_attr(p, "best", None),
-                                      **kwargs)
-        except Exception:  # noqa: BLE001 - progress is best effort; results are in the sink
-            log.exception("experiment %s: set_progress failed", exp_id)
 
 
 def _reasons(failures: dict[str, int], limit: int = 5) -> str:
@@ -436,13 +377,6 @@ def _is_connect_cancel(exc: BaseException) -> bool:
     return type(exc).__name__ == "RayConnectCancelled"
 
 
-def _set_progress_kwargs(store) -> set[str]:
-    try:
-        return set(inspect.signature(store.set_progress).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
 def _default_run_fn() -> RunFn:
     from search.driver import run_experiment
 
@@ -453,15 +387,6 @@ def _default_sink_factory(url: str, exp_id: str):
     from service.sink import SqlResultSink
 
     return SqlResultSink(url, exp_id)
-
-
-def _get(view, key: str, default=None):
-    if isinstance(view, dict):
-        return view.get(key, default)
-    return getattr(view, key, default)
-
-
-_attr = _get
 
 
 def _safe_url(url: str) -> str:
