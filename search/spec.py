@@ -13,7 +13,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationInfo,
                       field_validator, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
@@ -70,26 +70,31 @@ def _scalar_fits(value: Any, kinds: set, literals: set) -> bool:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _numbers_are_numbers(cls, data: Any) -> Any:
-        """pydantic's lax mode reads ``true`` as 1, ``"0.5"`` as 0.5 and ``1`` as true; a spec says
-        what it means, so a scalar of the wrong JSON type is refused (an integer is a number)."""
-        if isinstance(data, dict):
-            for name, info in cls.model_fields.items():
-                value = data.get(name)
-                kinds, literals, items = _accepted(info.annotation)
-                values = value if isinstance(value, list) else [value]
-                allowed = items if isinstance(value, list) else (kinds, literals)
-                for v in values:
-                    if not _scalar_fits(v, *allowed):
-                        want = " or ".join(sorted(t.__name__ for t in allowed[0] & _SCALARS))
-                        raise ValueError(f"{name}: expected {want}, got {json.dumps(v)}")
-        return data
+
+
+
+def _check_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+    """pydantic's lax mode reads ``true`` as 1, ``"0.5"`` as 0.5 and ``1`` as true; a spec says
+    what it means, so a scalar of the wrong JSON type is refused (an integer is a number)."""
+    kinds, literals, items = _accepted(cls.model_fields[info.field_name].annotation)
+    allowed = items if isinstance(value, list) else (kinds, literals)
+    for v in value if isinstance(value, list) else [value]:
+        if not _scalar_fits(v, *allowed):
+            want = " or ".join(sorted(t.__name__ for t in allowed[0] & _SCALARS))
+            raise ValueError(f"expected {want}, got {json.dumps(v)}")
+    return value
+
+
+class _Typed(_Strict):
+    """A spec model whose scalars must have their declared JSON type (see :func:`_check_scalars`)."""
+
+    _scalars = field_validator("*", mode="before")(classmethod(_check_scalars))
 
 
 class _Range(_Strict):
     """A [low, high] range; subclasses fix the type of the bounds."""
+
+    _scalars = field_validator("low", "high", mode="before", check_fields=False)(classmethod(_check_scalars))
 
     @model_validator(mode="after")
     def _order(self):
@@ -137,7 +142,7 @@ def _known_hyperparameters(value: dict) -> dict:
 SearchSpace = Annotated[dict[str, ParamSpace], AfterValidator(_known_hyperparameters)]
 
 
-class SplitsSpec(_Strict):
+class SplitsSpec(_Typed):
     """The train/test splits every configuration is replicated over (crossed with the seeds).
 
     ``holdout``: one seeded split (seed ``seed``); ``random``: ``n`` repeated (stratified for
@@ -163,7 +168,7 @@ class SplitsSpec(_Strict):
         return self
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(_Typed):
     name: str = Field(min_length=1, max_length=64, examples=["iris"])
     framing: str | None = Field(None, description="features_as_steps | single_step | rows | window:k")
     options: dict[str, Scalar] = Field(default_factory=dict, description="passed to the loader")
@@ -190,7 +195,7 @@ class DatasetSpec(_Strict):
         return self.splits_seed + split, options
 
 
-class VariantSpec(_Strict):
+class VariantSpec(_Typed):
     """One model of the comparison, e.g. ``{name: SL1-GRU, family: gru, reg: sl1}``."""
 
     name: str = Field(min_length=1, max_length=64)
@@ -201,7 +206,7 @@ class VariantSpec(_Strict):
     space: SearchSpace = Field(default_factory=dict, description="overrides search.space")
 
 
-class TrainingSpec(_Strict):
+class TrainingSpec(_Typed):
     """Defaults for every variant (the paper's Table 2 settings go here)."""
 
     hidden: int = Field(32, ge=1, le=1024)
@@ -231,7 +236,7 @@ class TrainingSpec(_Strict):
     tikhonov_lambda2: float = Field(1.0, ge=0)
 
 
-class ValidationSpec(_Strict):
+class ValidationSpec(_Typed):
     """Where a search scores configurations: data carved from each split's *training* part.
 
     ``holdout``: a seeded (stratified) ``fraction`` of it; ``cv``: ``folds``-fold CV of it. The
@@ -245,7 +250,7 @@ class ValidationSpec(_Strict):
     seed: int = Field(0, ge=0, description="seeds the validation carve / the folds")
 
 
-class Objective(_Strict):
+class Objective(_Typed):
     """What a search optimises. ``val_metric`` is measured on validation data carved from the
     training part; the test split is never an objective (``test_metric`` is read as ``val_metric``)."""
 
@@ -259,7 +264,7 @@ class Objective(_Strict):
         return "val_metric" if value == "test_metric" else value
 
 
-class SearchSpec(_Strict):
+class SearchSpec(_Typed):
     algorithm: Literal["grid", "random", "tpe", "cmaes", "nsga2"] = "grid"
     space: SearchSpace = Field(default_factory=dict)
     n_trials: int | None = Field(None, ge=1, le=100_000,
@@ -273,12 +278,12 @@ class SearchSpec(_Strict):
                                                        "validation Pareto set)")
 
 
-class AshaSpec(_Strict):
+class AshaSpec(_Typed):
     grace_epochs: int = Field(5, ge=1)
     reduction_factor: int = Field(3, ge=2)
 
 
-class ExecutionSpec(_Strict):
+class ExecutionSpec(_Typed):
     pack_size: int = Field(64, ge=1, le=4096, description=(
         "members trained together in one Ray Tune trial (on GPUs, when set: the largest pack; "
         "unset, packs are as large as a GPU's memory allows)"))
@@ -300,7 +305,7 @@ class ExecutionSpec(_Strict):
                           "times after storing its first member ('exit': 1 kills the worker instead)")
 
 
-class ExperimentSpec(_Strict):
+class ExperimentSpec(_Typed):
     name: str = Field(min_length=1, max_length=128, examples=["iris-table3"])
     description: str = Field("", max_length=4000)
     dataset: DatasetSpec
