@@ -149,8 +149,10 @@ def plan_packs(cluster: ClusterShape, *, cpus_per_pack: float, gpus_per_pack: fl
         gpus_per_pack = 1.0 if cluster.gpus >= 1 else (cluster.gpus or 0.0)
     gpus_per_pack = float(gpus_per_pack)
     if gpus_per_pack <= 0 or cluster.gpus <= 0:
+        # an explicit GPU request on a cluster without GPUs is kept as asked: the driver's
+        # resource check then refuses it (only ``auto`` falls back to CPUs)
         slots = max(1, int(cluster.cpus // cpus_per_pack))
-        return PackPlan(pack_size or 64, slots, cpus_per_pack, 0.0)
+        return PackPlan(pack_size or 64, slots, cpus_per_pack, max(gpus_per_pack, 0.0))
     slots = max(1, int(round(cluster.gpus / gpus_per_pack, 6)))
     memory = (cluster.gpu_memory_bytes or DEFAULT_GPU_MEMORY_BYTES) * min(gpus_per_pack, 1.0)
     fits = max(1, int(memory * GPU_MEMORY_HEADROOM // max(member_bytes, 1.0)))

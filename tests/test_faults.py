@@ -199,7 +199,7 @@ def test_run_interrupted_is_cancelled_and_resumes(sqlite_url, tmp_path):
     view = store.get_experiment(exp_id)
     assert view.status == "succeeded" and view.attempts == 2
     trials, total = store.list_trials(exp_id)
-    assert total == 2 and sorted(t.number for t in trials) == [0, 1]
+    assert total == 2 and len({t.number for t in trials}) == 2  # each trial once
     assert {t.status for t in trials} == {"completed"} and all(t.steps for t in trials)
 
 
