@@ -35,7 +35,7 @@ import torch
 
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
-from trainer.result import EPOCH_COLUMNS, PackResult
+from trainer.result import PackResult
 from trainer.tasks import Task
 from trainer.trace import TraceRecorder
 
@@ -305,7 +305,7 @@ class EpochBatches:
 def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: str | None = None) -> PackResult:
     """:func:`trainer.train.train_pack` through the fast engine (see the module docstring)."""
     from trainer.diagnostics import tail_start
-    from trainer.train import EVAL_CHUNK, _assemble, _Pack
+    from trainer.train import EVAL_CHUNK, _assemble, _Pack, close_epoch
 
     st = _Pack(task, config)
     K, dev = st.K, st.device
@@ -355,18 +355,9 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
                 (tr_loss, tr_metric), (_, te_metric) = st.evaluate_splits()
                 tr_pen, _ = st.penalty.value_and_grad(st.flat, need_grad=False)
             recorder.flush()
-            host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
-            row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
-                   "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
-                   "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
-            epoch_rows.append(row)
-            if on_epoch is not None:
-                stop = on_epoch(epoch, {c: row[c].copy() for c in EPOCH_COLUMNS})
-                for k in (stop or ()):
-                    k = int(k)
-                    if stopped_rows[k] is None:
-                        stopped_rows[k], stopped_epochs[k] = step, epoch
-                        state["active"][k] = False
+            close_epoch(epoch_rows, (tr_metric, te_metric, tr_loss, tr_pen), K=K, epoch=epoch, step=step,
+                        t0=t0, on_epoch=on_epoch, stopped=(stopped_rows, stopped_epochs),
+                        active=state["active"])
             epoch += 1
             if not bool(state["active"].any()):
                 break

@@ -210,6 +210,26 @@ class _Pack:
         return small[:, self.out_sl].mean(1), small @ self.weight_share
 
 
+
+def close_epoch(epoch_rows: list, metrics, *, K: int, epoch: int, step: int, t0: float, on_epoch,
+                stopped: tuple[list, list], active) -> None:
+    """End an epoch (both engines): append its row (train/test metric, loss, wall time) and let
+    ``on_epoch`` stop members, recording the step and epoch each one stopped at."""
+    tr_metric, te_metric, tr_loss, tr_pen = metrics
+    host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
+    row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
+           "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
+           "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
+    epoch_rows.append(row)
+    if on_epoch is None:
+        return
+    stopped_rows, stopped_epochs = stopped
+    for k in on_epoch(epoch, {c: row[c].copy() for c in EPOCH_COLUMNS}) or ():
+        k = int(k)
+        if stopped_rows[k] is None:
+            stopped_rows[k], stopped_epochs[k] = step, epoch
+            active[k] = False
+
 def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = None) -> PackResult:
     """Train the K members of ``config`` on ``task`` at once; see the module docstring.
 
@@ -300,18 +320,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
         (tr_loss, tr_metric), (_, te_metric) = st.evaluate_splits()
         tr_pen, _ = st.penalty.value_and_grad(flat, need_grad=False)
         recorder.flush()
-        host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
-        row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
-               "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
-               "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
-        epoch_rows.append(row)
-        if on_epoch is not None:
-            stop = on_epoch(epoch, {c: row[c].copy() for c in EPOCH_COLUMNS})
-            for k in (stop or ()):
-                k = int(k)
-                if stopped_rows[k] is None:
-                    stopped_rows[k], stopped_epochs[k] = step, epoch
-                    active[k] = False
+        close_epoch(epoch_rows, (tr_metric, te_metric, tr_loss, tr_pen), K=K, epoch=epoch, step=step,
+                    t0=t0, on_epoch=on_epoch, stopped=(stopped_rows, stopped_epochs), active=active)
         epoch += 1
         if not bool(active.any()):
             break
