@@ -223,7 +223,12 @@ class TrainingSpec(_Typed):
     device: str = "auto"
     trace_every: int = Field(1, ge=1)
     engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
-                                                     "(one compiled/captured step), auto (fast on CUDA)")
+                                                     "(one compiled/captured step), auto (fast on CUDA, and on CPU "
+                                                     "where the native GRU kernels run)")
+    fast_backend: Literal["auto", "eager", "compile", "cuda_graph", "native"] = Field(
+        "auto", description="how the fast engine runs its step: eager | compile (torch.compile) | cuda_graph | "
+                            "native (fused C++ kernels, CPU, gru) | auto (cuda_graph on CUDA, native on CPU "
+                            "where it applies, else compile)")
     precision: Literal["float32", "tf32", "bf16"] = Field("float32", description="float32 exact; tf32/bf16 opt-in")
     lr: float = Field(1e-3, gt=0)
     lam: float = Field(0.0, ge=0)
@@ -414,7 +419,7 @@ class ExperimentSpec(_Typed):
             "optimizer": t.optimizer, "batch_size": t.batch_size, "epochs": t.epochs,
             "loss": t.loss, "reduction": t.reduction, "train_readout": t.train_readout,
             "max_steps": t.max_steps, "dtype": t.dtype, "device": t.device, "trace_every": t.trace_every,
-            "engine": t.engine, "precision": t.precision,
+            "engine": t.engine, "fast_backend": t.fast_backend, "precision": t.precision,
         }
         values.update({k: v for k, v in variant.params.items() if k in PACK_PARAMS})
         values.update({k: v for k, v in params.items() if k in PACK_PARAMS})

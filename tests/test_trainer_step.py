@@ -21,6 +21,8 @@ from trainer.step import EpochBatches, fast_unsupported, resolve_engine, train_p
 from trainer.tasks import load_task
 from trainer.train import train_pack
 
+from pack_compare import max_result_diff as _max_diff  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAMILIES = ("gru", "lstm", "rnn", "diag_rnn")
@@ -47,23 +49,6 @@ def _members(family, n_seeds=1):
         out.append(MemberConfig(lr=0.03 + 0.01 * i, reg=reg, lam=2e-3, alpha=0.05, seed=10 + i,
                                 scope="all" if i % 2 else "output"))
     return out
-
-
-def _max_diff(a, b):
-    err = 0.0
-    for ma, mb in zip(a.members, b.members):
-        assert set(ma.trace) == set(mb.trace)
-        for c in ma.trace:
-            assert len(ma.trace[c]) == len(mb.trace[c]), c
-            err = max(err, float(np.max(np.abs(ma.trace[c] - mb.trace[c]) / (1 + np.abs(ma.trace[c])), initial=0)))
-        for c in ma.epochs:
-            if c != "wall_time":
-                err = max(err, float(np.max(np.abs(ma.epochs[c] - mb.epochs[c]), initial=0)))
-        for name in ma.weights:
-            err = max(err, float(np.max(np.abs(ma.weights[name] - mb.weights[name]))))
-        assert ma.diagnostics["diverged"] == mb.diagnostics["diverged"]
-        assert ma.final["steps"] == mb.final["steps"]
-    return err
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -223,7 +208,8 @@ def test_fast_divergence_and_pruning(funcapprox):
 def test_engine_selection():
     m = [MemberConfig(lr=0.1)]
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_engine(PackConfig(members=m), cpu) == "eager"
+    assert resolve_engine(PackConfig(members=m, family="rnn"), cpu) == "eager"
+    assert resolve_engine(PackConfig(members=m, fast_backend="compile"), cpu) == "eager"
     assert resolve_engine(PackConfig(members=m), cuda) == "fast"
     assert resolve_engine(PackConfig(members=m, engine="fast"), cpu) == "fast"
     assert resolve_engine(PackConfig(members=m, engine="eager"), cuda) == "eager"
@@ -234,10 +220,9 @@ def test_engine_selection():
         PackConfig(members=m, precision="bf16", dtype="float64")
 
 
-def test_train_pack_dispatches_to_fast(iris, monkeypatch):
-    monkeypatch.setenv("RNNHPO_FAST_BACKEND", "eager")
+def test_train_pack_dispatches_to_fast(iris):
     cfg = PackConfig(family="rnn", hidden=4, batch_size=32, epochs=1, device="cpu", engine="fast",
-                     members=[MemberConfig(lr=0.1)])
+                     fast_backend="eager", members=[MemberConfig(lr=0.1)])
     assert train_pack(iris, cfg).engine == "fast/eager"
 
 

@@ -18,6 +18,7 @@ DType = Literal["float32", "float64"]
 LossKind = Literal["auto", "cross_entropy", "squared_error"]
 Reduction = Literal["mean", "sum"]
 Engine = Literal["eager", "fast", "auto"]
+FastBackend = Literal["auto", "eager", "compile", "cuda_graph", "native"]
 Precision = Literal["float32", "tf32", "bf16"]
 
 
@@ -72,6 +73,10 @@ class PackConfig(BaseModel):
                                                    "(the rnn-gd-convergence paper keeps it fixed)")
     engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
                            "(trainer.step); auto: fast on CUDA, eager on CPU")
+    fast_backend: FastBackend = Field("auto", description="how the fast engine runs its step: eager (the function "
+                                      "as it is), compile (torch.compile), cuda_graph (compiled and captured, CUDA), "
+                                      "native (fused C++ kernels, CPU, gru); auto: cuda_graph on CUDA, native on "
+                                      "CPU where it applies, else compile")
     precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
                                  "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
@@ -89,6 +94,11 @@ class PackConfig(BaseModel):
             raise ValueError(f"precision: {self.precision} applies to float32 training only")
         if self.precision != "float32" and self.engine == "eager":
             raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
+        if self.fast_backend == "native" and self.family != "gru":
+            raise ValueError(f"fast_backend: native has kernels for the gru family only, not {self.family}")
+        if self.fast_backend == "native" and self.precision != "float32":
+            raise ValueError(f"fast_backend: native trains in exact {self.dtype}; precision {self.precision} needs "
+                             "another backend")
         if self.family == "diag_rnn" and self.hidden % 2:
             raise ValueError("hidden: diag_rnn needs an even width for the symmetric initialisation")
         return self

@@ -35,13 +35,14 @@ import torch
 
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
+from trainer.native_gru import NativeGRU, native_unsupported
 from trainer.result import PackResult
 from trainer.tasks import Task
 from trainer.trace import TraceRecorder
 
 Tensor = torch.Tensor
 
-BACKENDS = ("eager", "compile", "cuda_graph")
+BACKENDS = ("eager", "compile", "cuda_graph", "native")
 #: Splits up to this many (member x sample) rows are evaluated in one fused pass.
 EVAL_ROWS_FUSED = 1 << 22
 
@@ -52,25 +53,39 @@ def fast_unsupported(config: PackConfig) -> Optional[str]:
 
 
 def resolve_engine(config: PackConfig, device: torch.device) -> str:
-    """``eager`` or ``fast`` for ``config`` on ``device`` (auto: fast on CUDA or with a non-default
-    precision, eager on CPU; a combination the fast engine does not cover goes to eager)."""
+    """``eager`` or ``fast`` for ``config`` on ``device``. auto: fast on CUDA, with a non-default
+    precision, or where its step runs on the native CPU kernels (GRU, a C++ compiler at hand);
+    otherwise eager (on CPU the compiled step costs minutes of compilation per pack shape). A
+    combination the fast engine does not cover goes to eager."""
     if config.engine == "eager":
         return "eager"
     if fast_unsupported(config) is not None:
         return "eager"
-    if config.engine == "fast":
+    if config.engine == "fast" or device.type == "cuda" or config.precision != "float32":
         return "fast"
-    return "fast" if device.type == "cuda" or config.precision != "float32" else "eager"
+    return "fast" if resolve_backend(config, device) == "native" else "eager"
 
 
-def default_backend(device: torch.device) -> str:
-    """cuda_graph on CUDA, compile on CPU; RNNHPO_FAST_BACKEND overrides (e.g. ``eager``)."""
-    env = os.environ.get("RNNHPO_FAST_BACKEND")
-    if env:
-        if env not in BACKENDS:
-            raise ValueError(f"RNNHPO_FAST_BACKEND={env!r}: expected one of {BACKENDS}")
-        return env
-    return "cuda_graph" if device.type == "cuda" else "compile"
+def resolve_backend(config: PackConfig, device: torch.device) -> str:
+    """The backend of ``config.fast_backend`` on ``device``; auto: cuda_graph on CUDA, native on CPU where
+    its kernels apply (gru, exact precision, a C++ compiler), else compile."""
+    if config.fast_backend != "auto":
+        return config.fast_backend
+    if device.type == "cuda":
+        return "cuda_graph"
+    if config.precision == "float32" and native_reason(config, device) is None:
+        return "native"
+    return "compile"
+
+
+def native_reason(config: PackConfig, device: torch.device) -> Optional[str]:
+    """Why the native kernels do not run ``config`` on ``device`` (None when they do)."""
+    from trainer.models import make_family
+
+    if config.family != "gru":
+        return f"no native kernel for family {config.family}"
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    return native_unsupported(make_family(config.family, 1, 1, 1), dtype, device)
 
 
 def _rownorm(a: Tensor) -> Tensor:
@@ -98,10 +113,10 @@ class FastStep:
     bool, ``div_step`` (K,) int64, ``step_no`` () int64, Adam moments ``m``/``v``.
     """
 
-    def __init__(self, st, B: int):
+    def __init__(self, st, B: int, native: Optional[NativeGRU] = None):
         from trainer.train import data_loss  # the reference loss of the eager loop
 
-        self.st, self.B = st, B
+        self.st, self.B, self.native = st, B, native
         self.family, self.kind = st.family, st.task.kind
         self.data_loss = data_loss
         cfg = st.config
@@ -145,11 +160,22 @@ class FastStep:
             total = total + tik
         return total.sum(), (dloss.detach(), tik.detach())
 
+    def _native_grad(self, flat: Tensor, xb: Tensor, yb: Tensor):
+        """(gradient (K, P), data loss (K,), 0) through the fused kernels; ``xb`` holds only the step's
+        real samples (the padding of a short batch is not computed), whose loss weights are those
+        of the eager loop's :func:`data_loss`."""
+        out = self.native.forward_train(flat, xb)
+        dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
+        return self.native.backward(dout), (dloss, self.zero)
+
     def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
         """One update of every member on its minibatch ``xb`` (K, B, T, D), ``yb``; returns the trace
         row (len(STEP_STATS), K)."""
         st = self.st
-        g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
+        if self.native is not None:
+            g, (dloss, tik) = self._native_grad(flat, xb, yb)
+        else:
+            g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
         pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
         pen = pen + tik
         for sl, part in parts:
@@ -200,7 +226,10 @@ class FastStep:
         splits (the fused counterpart of ``_Pack.evaluate_splits``)."""
         st = self.st
         with torch.no_grad():
-            out = cell_forward(self.family, self.family.layout.views(flat), x_all)
+            if self.native is not None:
+                out = self.native.forward(flat, x_all)
+            else:
+                out = cell_forward(self.family, self.family.layout.views(flat), x_all)
             res = []
             for o, y in ((out[:, :n_tr], st.y_train), (out[:, n_tr:], st.y_test)):
                 loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
@@ -215,7 +244,8 @@ class FastStep:
 
 
 class StepRunner:
-    """Runs :class:`FastStep` with one backend: ``eager``, ``compile`` or ``cuda_graph``."""
+    """Runs :class:`FastStep` with one backend: ``eager``, ``compile``, ``cuda_graph`` or ``native``
+    (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_gru`)."""
 
     def __init__(self, fs: FastStep, state: dict[str, Tensor], backend: str):
         self.fs, self.state, self.backend = fs, state, backend
@@ -238,7 +268,10 @@ class StepRunner:
         return (s["flat"], s["active"], s["diverged"], s["div_step"], s["step_no"], s["m"], s["v"],
                 st.x_train[idx], st.y_train[idx], wts)
 
-    def step(self, idx: Tensor, wts: Tensor) -> Tensor:
+    def step(self, idx: Tensor, wts: Tensor, rows: int) -> Tensor:
+        """One step on the minibatch ``idx`` (K, B) whose first ``rows`` columns are real samples."""
+        if self.backend == "native":  # no static shape needed: the padding is left out
+            return self._step(*self._args(idx[:, :rows], wts[:rows]))
         if self.backend != "cuda_graph":
             return self._step(*self._args(idx, wts))
         self.idx_buf.copy_(idx)
@@ -286,6 +319,7 @@ class EpochBatches:
         self.S = math.ceil(N / B)
         self.rngs = [np.random.default_rng([s, 1]) for s in seeds]
         pad = self.S * B - N
+        self.rows = [min(B, N - s * B) for s in range(self.S)]
         w = np.zeros((self.S, B))
         for s in range(self.S):
             n = min(B, N - s * B)
@@ -309,13 +343,16 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
 
     st = _Pack(task, config)
     K, dev = st.K, st.device
-    backend = backend or default_backend(dev)
+    backend = backend or resolve_backend(config, dev)
     if backend == "cuda_graph" and dev.type != "cuda":
         raise ValueError("backend cuda_graph needs a CUDA device")
+    if backend == "native" and native_reason(config, dev) is not None:
+        raise ValueError(f"backend native: {native_reason(config, dev)}")
     N = st.x_train.shape[0]
     B = N if config.batch_size is None else min(config.batch_size, N)
     batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev, config.reduction)
-    fs = FastStep(st, B)
+    native = NativeGRU(st.family, K, B, st.x_train.shape[1], st.dtype, dev) if backend == "native" else None
+    fs = FastStep(st, B, native)
     state = {"flat": st.flat, "active": torch.ones(K, dtype=torch.bool, device=dev),
              "diverged": torch.zeros(K, dtype=torch.bool, device=dev),
              "div_step": torch.full((K,), -1, dtype=torch.int64, device=dev),
@@ -346,7 +383,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
                     break
                 if step == tail_step:
                     st.w_tail = st.flat.clone()
-                row = runner.step(order[:, s * B:(s + 1) * B], batches.weights[s])
+                row = runner.step(order[:, s * B:(s + 1) * B], batches.weights[s], batches.rows[s])
                 recorder.record(step, epoch, row.clone() if backend == "cuda_graph" else row)
                 step += 1
             if fused_eval:

@@ -1,0 +1,173 @@
+"""The fused CPU kernels of the GRU (trainer/csrc/gru_pack.cpp through trainer/native_gru.py) and the
+fast engine's ``native`` backend: forward and gradient against autograd through trainer/cells.py,
+gradcheck, the eager engine (every regularizer, optimizer, loss and reduction), solo runs,
+divergence. Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainer import cells
+from trainer.config import MemberConfig, PackConfig
+from trainer.models import make_family
+from trainer.native_build import load_library
+from trainer.native_gru import NativeGRU
+from trainer.step import resolve_backend, resolve_engine, train_pack_fast
+from trainer.tasks import load_task
+from trainer.train import train_pack
+
+from pack_compare import max_result_diff as _max_diff  # noqa: E402
+
+_lib, _why = load_library()
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(_lib is None, reason=f"native kernels unavailable: {_why}")]
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return load_task("iris", seed=0)
+
+
+@pytest.fixture(scope="module")
+def funcapprox():
+    return load_task("funcapprox", seed=0)
+
+
+def _members():
+    """Every regularizer, both scopes, distinct seeds and rates (as tests/test_trainer_step.py)."""
+    return [MemberConfig(lr=0.03 + 0.01 * i, reg=reg, lam=2e-3, alpha=0.05, seed=10 + i,
+                         scope="all" if i % 2 else "output") for i, reg in enumerate(("none", "l1", "l2", "sl1"))]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("D", [1, 3])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_kernels_match_autograd_through_cells(bias, D, dtype, tol):
+    fam = make_family("gru", D, 5, 3, bias)
+    K, B, T = 3, 7, 4
+    flat = fam.init([4, 5, 6], 0.5, dtype, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(K, B, T, D, generator=gen, dtype=dtype)
+    net = NativeGRU(fam, K, 9, T, dtype, CPU)
+    out = net.forward_train(flat, x)
+    leaf = flat.clone().requires_grad_(True)
+    ref = cells.forward(fam, fam.layout.views(leaf), x)
+    dout = torch.randn(ref.shape, generator=gen, dtype=dtype)
+    (grad,) = torch.autograd.grad((ref * dout).sum(), leaf)
+    assert torch.max(torch.abs(out - ref)) <= tol
+    assert torch.max(torch.abs(net.backward(dout) - grad)) <= 10 * tol
+    shared = torch.randn(11, T, D, generator=gen, dtype=dtype)  # the evaluation: inputs shared by all members
+    assert torch.max(torch.abs(net.forward(flat, shared) - cells.forward(fam, fam.layout.views(flat), shared))) <= tol
+
+
+def test_kernels_gradcheck():
+    fam = make_family("gru", 2, 4, 3)
+    K, B, T = 2, 5, 3
+    x = torch.randn(K, B, T, 2, dtype=torch.float64)
+    net = NativeGRU(fam, K, B, T, torch.float64, CPU)
+
+    class Native(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, flat):
+            return net.forward_train(flat.detach().contiguous(), x)
+
+        @staticmethod
+        def backward(ctx, dout):
+            return net.backward(dout)
+
+    flat = fam.init([1, 2], 0.5, torch.float64, "cpu").requires_grad_(True)
+    assert torch.autograd.gradcheck(Native.apply, (flat,))
+
+
+def test_pack_member_equals_solo_member_bitwise():
+    """Each member's numbers depend on its own row only: the same bits alone or in a pack."""
+    fam = make_family("gru", 1, 8, 3)
+    flat = fam.init([1, 2, 3, 4], 0.5, torch.float32, "cpu")
+    x = torch.randn(4, 6, 4, 1)
+    dout = torch.randn(4, 6, 3)
+    pack = NativeGRU(fam, 4, 6, 4, torch.float32, CPU)
+    out, grad = pack.forward_train(flat, x), pack.backward(dout)
+    solo = NativeGRU(fam, 1, 6, 4, torch.float32, CPU)
+    for k in range(4):
+        assert torch.equal(solo.forward_train(flat[k:k + 1].contiguous(), x[k:k + 1]), out[k:k + 1])
+        assert torch.equal(solo.backward(dout[k:k + 1]), grad[k:k + 1])
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "prox_sgd", "projected_gd"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_native_equals_eager_engine(iris, optimizer, dtype, tol):
+    """Every regularizer and both scopes in one pack; 105 samples at batch 32 (a ragged last batch,
+    whose padding the native backend leaves out)."""
+    cfg = PackConfig(family="gru", hidden=6, batch_size=32, epochs=2, dtype=dtype, device="cpu",
+                     members=_members(), optimizer=optimizer, engine="eager")
+    ref = train_pack(iris, cfg)
+    fast = train_pack_fast(iris, cfg, backend="native")
+    assert fast.engine == "fast/native"
+    assert _max_diff(ref, fast) <= tol
+    assert fast.members[-1].trace["penalty"].min() > 0
+
+
+@pytest.mark.parametrize("loss,reduction", [("squared_error", "mean"), ("squared_error", "sum"),
+                                            ("cross_entropy", "sum")])
+def test_native_equals_eager_loss_and_reduction(iris, funcapprox, loss, reduction):
+    cfg = PackConfig(family="gru", hidden=5, batch_size=32, epochs=2, dtype="float64", device="cpu",
+                     members=_members()[:3], loss=loss, reduction=reduction, engine="eager")
+    assert _max_diff(train_pack(iris, cfg), train_pack_fast(iris, cfg, backend="native")) <= 1e-10
+    reg = cfg.model_copy(update={"loss": "auto", "batch_size": 16})  # regression: linear output
+    assert _max_diff(train_pack(funcapprox, reg), train_pack_fast(funcapprox, reg, backend="native")) <= 1e-10
+
+
+def test_native_full_batch_no_bias(iris):
+    cfg = PackConfig(family="gru", hidden=5, batch_size=None, bias=False, epochs=3, dtype="float64",
+                     device="cpu", members=_members()[:2], engine="eager")
+    assert _max_diff(train_pack(iris, cfg), train_pack_fast(iris, cfg, backend="native")) <= 1e-10
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_native_pack_equals_solo_runs(iris, dtype, tol):
+    members = _members()
+    cfg = PackConfig(family="gru", hidden=6, batch_size=32, epochs=2, dtype=dtype, device="cpu", members=members)
+    pack = train_pack_fast(iris, cfg, backend="native")
+    for k in (0, len(members) - 1):
+        solo = train_pack_fast(iris, cfg.model_copy(update={"members": [members[k]]}), backend="native")
+        for col in ("loss", "penalty", "grad_norm", "update_norm"):
+            assert np.max(np.abs(pack.members[k].trace[col] - solo.members[0].trace[col])) <= tol, col
+        for name, w in solo.members[0].weights.items():
+            assert np.max(np.abs(pack.members[k].weights[name] - w)) <= tol, name
+
+
+def test_native_divergence_and_pruning(funcapprox):
+    """A member whose weights overflow is marked diverged at the same step as in the eager engine
+    (NaN and inf pass through the kernels)."""
+    good = MemberConfig(lr=0.01, reg="sl1", lam=1e-3, seed=1)
+    bad = MemberConfig(lr=1e200, seed=2)
+    cfg = PackConfig(family="gru", hidden=6, batch_size=16, epochs=3, dtype="float64", device="cpu",
+                     members=[good, bad, good.model_copy(update={"seed": 3})], engine="eager")
+
+    def prune_last(epoch, metrics):
+        return [2] if epoch == 0 else None
+
+    ref = train_pack(funcapprox, cfg, on_epoch=prune_last)
+    fast = train_pack_fast(funcapprox, cfg, on_epoch=prune_last, backend="native")
+    assert fast.members[1].diverged and fast.members[2].diagnostics["pruned"]
+    assert _max_diff(ref, fast) <= 1e-10
+
+
+def test_backend_comes_from_the_config(monkeypatch):
+    """training.fast_backend picks the backend; the environment plays no part."""
+    monkeypatch.setenv("RNNHPO_FAST_BACKEND", "eager")
+    m = [MemberConfig(lr=0.1)]
+    assert resolve_backend(PackConfig(members=m), CPU) == "native"
+    assert resolve_backend(PackConfig(members=m, family="lstm"), CPU) == "compile"
+    assert resolve_backend(PackConfig(members=m), torch.device("cuda")) == "cuda_graph"
+    assert resolve_backend(PackConfig(members=m, fast_backend="eager"), CPU) == "eager"
+    assert resolve_engine(PackConfig(members=m), CPU) == "fast"  # auto: the native step on CPU
+    assert resolve_engine(PackConfig(members=m, family="lstm"), CPU) == "eager"
+    with pytest.raises(ValueError, match="gru family only"):
+        PackConfig(members=m, family="rnn", fast_backend="native")
+    with pytest.raises(ValueError, match="precision"):
+        PackConfig(members=m, fast_backend="native", precision="bf16")

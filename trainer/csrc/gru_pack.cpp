@@ -1,0 +1,337 @@
+// Fused CPU kernels of the paper's GRU (eq. 2-5, Algorithm 1) for a pack of K members.
+//
+// One call runs the forward (or the backward through time) of every member, member after member:
+// all T time steps of a member stay in L1/L2 instead of every elementwise op streaming the whole
+// pack through the cache. Each member's numbers depend on its own row only, so a pack gives the
+// same result as K solo runs, bit for bit.
+//
+// Layout (as trainer/models.py, "x @ W" form): Wx (D, 3H) gates [z, r, h~], Wh_zr (H, 2H),
+// Wh_h (H, H), b (3H), W_out (H, C), b_out (C), all in one row of the flat (K, P) buffer.
+//   z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br), c = tanh(x Wh + (r*h) Wh~ + bh),
+//   h' = h + z (c - h);  out = h_T W_out + b_out.
+// h_0 = 0, so step 0 has no recurrent matmul (h_0 W = 0 exactly).
+//
+// Built with -O3 -march=native and WITHOUT -ffast-math (NaN and inf must propagate: the trainer
+// detects divergence from them). exp is a branch-free polynomial the compiler vectorises:
+// float within ~2 ulp (Cephes expf), double within ~1e-16 (degree-13 Taylor after Cody-Waite
+// reduction). sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1 (as the eager engine).
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+inline float exp_poly(float x) {
+    x = x > 88.0f ? 88.0f : x;
+    x = x < -87.0f ? -87.0f : x;
+    const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
+    float fx = x * 1.44269504088896341f + magic;
+    fx = fx - magic;
+    int32_t n = static_cast<int32_t>(fx);
+    float r = x - fx * 0.693359375f;
+    r = r - fx * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t bits = (n + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+inline double exp_poly(double x) {
+    x = x > 708.0 ? 708.0 : x;
+    x = x < -708.0 ? -708.0 : x;
+    const double magic = 6755399441055744.0;  // 1.5 * 2^52
+    double fx = x * 1.4426950408889634074 + magic;
+    fx = fx - magic;
+    int64_t n = static_cast<int64_t>(fx);
+    double r = x - fx * 6.93145751953125e-1;
+    r = r - fx * 1.42860682030941723212e-6;
+    double p = 1.0 / 6227020800.0;  // 1/13!
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r * r + r + 1.0;
+    int64_t bits = (n + 1023) << 52;
+    double scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+template <typename T>
+void sigmoid_inplace(T* __restrict a, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) a[i] = T(1) / (T(1) + exp_poly(-a[i]));
+}
+
+template <typename T>
+void tanh_inplace(T* __restrict a, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) a[i] = T(2) / (T(1) + exp_poly(T(-2) * a[i])) - T(1);
+}
+
+// Register tile of C (RT x CT, row stride ldc) += A (RT x Kd) @ B (Kd x CT, ldb), A(i, k) = A[i * sai + k * sak]:
+// the accumulators stay in vector registers for the whole k loop (the sum over k runs in order).
+template <typename T, int RT, int CT>
+inline void mm_tile(int64_t Kd, const T* __restrict A, int64_t sai, int64_t sak, const T* __restrict B, int64_t ldb,
+                    T* __restrict C, int64_t ldc) {
+    T acc[RT][CT];
+    for (int r = 0; r < RT; ++r)
+        for (int j = 0; j < CT; ++j) acc[r][j] = C[r * ldc + j];
+    for (int64_t k = 0; k < Kd; ++k) {
+        const T* b = B + k * ldb;
+        for (int r = 0; r < RT; ++r) {
+            const T a = A[r * sai + k * sak];
+            for (int j = 0; j < CT; ++j) acc[r][j] += a * b[j];
+        }
+    }
+    for (int r = 0; r < RT; ++r)
+        for (int j = 0; j < CT; ++j) C[r * ldc + j] = acc[r][j];
+}
+
+// C (M x N, row stride ldc) += A (M x Kd) @ B (Kd x N, ldb) with A(i, k) = A[i * sai + k * sak]
+template <typename T>
+void mm_strided(int64_t M, int64_t N, int64_t Kd, const T* __restrict A, int64_t sai, int64_t sak,
+                const T* __restrict B, int64_t ldb, T* __restrict C, int64_t ldc) {
+    constexpr int RT = 4, CT = 64 / sizeof(T) * 2;
+    int64_t i = 0;
+    for (; i + RT <= M; i += RT) {
+        int64_t j = 0;
+        for (; j + CT <= N; j += CT) mm_tile<T, RT, CT>(Kd, A + i * sai, sai, sak, B + j, ldb, C + i * ldc + j, ldc);
+        for (int64_t r = i; r < i + RT; ++r)
+            for (int64_t k = 0; k < Kd; ++k) {
+                const T a = A[r * sai + k * sak];
+                for (int64_t jj = j; jj < N; ++jj) C[r * ldc + jj] += a * B[k * ldb + jj];
+            }
+    }
+    for (; i < M; ++i)
+        for (int64_t k = 0; k < Kd; ++k) {
+            const T a = A[i * sai + k * sak];
+            for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += a * B[k * ldb + j];
+        }
+}
+
+// C (M x N, ldc) += A (M x Kd, lda) @ B (Kd x N, ldb)
+template <typename T>
+inline void mm_acc(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                   int64_t ldc) {
+    mm_strided(M, N, Kd, A, lda, int64_t(1), B, ldb, C, ldc);
+}
+
+// C (M x N, ldc) += A^T @ B with A (Kd x M, lda), B (Kd x N, ldb): the weight gradients
+template <typename T>
+inline void mm_tn_acc(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
+                      int64_t ldc) {
+    mm_strided(M, N, Kd, A, int64_t(1), lda, B, ldb, C, ldc);
+}
+
+template <typename T>
+void transpose(int64_t R, int64_t Cc, const T* A, T* out) {  // A (R x Cc) -> out (Cc x R)
+    for (int64_t i = 0; i < R; ++i)
+        for (int64_t j = 0; j < Cc; ++j) out[j * R + i] = A[i * Cc + j];
+}
+
+struct Dims {
+    int64_t K, B, T, D, H, C, bias, P, oWx, oWzr, oWhh, ob, oWo, obo, xs;
+    explicit Dims(const int64_t* d)
+        : K(d[0]), B(d[1]), T(d[2]), D(d[3]), H(d[4]), C(d[5]), bias(d[6]), P(d[7]), oWx(d[8]), oWzr(d[9]),
+          oWhh(d[10]), ob(d[11]), oWo(d[12]), obo(d[13]), xs(d[14]) {}
+};
+
+// Forward of member k. keep: hs (T+1, B, H), zr (T, B, 2H), rh (T, B, H), cc (T, B, H) of this member
+// are kept for the backward; otherwise every step reuses slot 0 (h ping-pongs between 0 and 1).
+template <typename T>
+void forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* zr_all, T* rh_all, T* cc_all,
+                    bool keep) {
+    const int64_t B = d.B, H = d.H, D = d.D, G = 3 * H, TT = d.T, Dx = d.T * d.D;
+    const T* Wx = w + d.oWx;
+    const T* Wzr = w + d.oWzr;
+    const T* Whh = w + d.oWhh;
+    const T* bb = d.bias ? w + d.ob : nullptr;
+    std::memset(hs, 0, sizeof(T) * B * H);
+    for (int64_t t = 0; t < TT; ++t) {
+        const int64_t s = keep ? t : 0;
+        const T* h = hs + (keep ? t : (t & 1)) * B * H;
+        T* hn = hs + (keep ? t + 1 : ((t + 1) & 1)) * B * H;
+        T* zr = zr_all + s * B * 2 * H;
+        T* rh = rh_all + s * B * H;
+        T* c = cc_all + s * B * H;
+        for (int64_t b = 0; b < B; ++b) {  // input projection x_t Wx + b
+            T* az = zr + b * 2 * H;
+            T* ac = c + b * H;
+            for (int64_t g = 0; g < 2 * H; ++g) az[g] = bb ? bb[g] : T(0);
+            for (int64_t g = 0; g < H; ++g) ac[g] = bb ? bb[2 * H + g] : T(0);
+            const T* xb = x + b * Dx + t * D;
+            for (int64_t q = 0; q < D; ++q) {
+                const T xv = xb[q];
+                const T* wr = Wx + q * G;
+                for (int64_t g = 0; g < 2 * H; ++g) az[g] += xv * wr[g];
+                for (int64_t g = 0; g < H; ++g) ac[g] += xv * wr[2 * H + g];
+            }
+        }
+        if (t > 0) mm_acc(B, 2 * H, H, h, H, Wzr, 2 * H, zr, 2 * H);
+        sigmoid_inplace(zr, B * 2 * H);
+        if (t > 0) {
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t i = 0; i < H; ++i) rh[b * H + i] = zr[b * 2 * H + H + i] * h[b * H + i];
+            mm_acc(B, H, H, rh, H, Whh, H, c, H);
+        } else {
+            std::memset(rh, 0, sizeof(T) * B * H);
+        }
+        tanh_inplace(c, B * H);
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < H; ++i) {
+                const T hv = h[b * H + i];
+                hn[b * H + i] = hv + zr[b * 2 * H + i] * (c[b * H + i] - hv);
+            }
+    }
+    const T* hT = hs + (keep ? TT : (TT & 1)) * B * H;
+    const T* Wo = w + d.oWo;
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < d.C; ++j) out[b * d.C + j] = d.bias ? w[d.obo + j] : T(0);
+    mm_acc(B, d.C, H, hT, H, Wo, d.C, out, d.C);
+}
+
+template <typename T>
+void forward(const T* flat, const T* x, T* out, T* hs, T* zr, T* rh, T* cc, const int64_t* dims) {
+    const Dims d(dims);
+    const bool keep = hs != nullptr;
+    std::vector<T> scratch;
+    if (!keep) {
+        scratch.assign(d.B * d.H * 6, T(0));
+        hs = scratch.data();
+        zr = hs + 2 * d.B * d.H;
+        rh = zr + 2 * d.B * d.H;
+        cc = rh + d.B * d.H;
+    }
+    const int64_t TB = d.T * d.B;
+    for (int64_t k = 0; k < d.K; ++k) {
+        const int64_t m = keep ? k : 0;
+        forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, hs + m * (TB + d.B) * d.H,
+                       zr + m * TB * 2 * d.H, rh + m * TB * d.H, cc + m * TB * d.H, keep);
+    }
+}
+
+// Backward through time of member k from dE/d out (B, C); writes the whole gradient row g (P).
+template <typename T>
+void backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* zr_all,
+                     const T* rh_all, const T* cc_all, T* g, std::vector<T>& work) {
+    const int64_t B = d.B, H = d.H, D = d.D, C = d.C, G = 3 * H, TT = d.T, Dx = d.T * d.D;
+    std::memset(g, 0, sizeof(T) * d.P);
+    T* gWx = g + d.oWx;
+    T* gWzr = g + d.oWzr;
+    T* gWhh = g + d.oWhh;
+    T* gb = d.bias ? g + d.ob : nullptr;
+    T* dh = work.data();
+    T* dhn = dh + B * H;
+    T* dah = dhn + B * H;
+    T* drh = dah + B * H;
+    T* gzr = drh + B * H;  // B x 2H
+    T* WzrT = gzr + B * 2 * H;  // 2H x H
+    T* WhhT = WzrT + 2 * H * H;  // H x H
+    T* WoT = WhhT + H * H;  // C x H
+    const T* hT = hs + TT * B * H;
+    mm_tn_acc(H, C, B, hT, H, dout, C, g + d.oWo, C);
+    if (d.bias)
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t j = 0; j < C; ++j) g[d.obo + j] += dout[b * C + j];
+    transpose(H, C, w + d.oWo, WoT);
+    transpose(H, 2 * H, w + d.oWzr, WzrT);
+    transpose(H, H, w + d.oWhh, WhhT);
+    std::memset(dh, 0, sizeof(T) * B * H);
+    mm_acc(B, H, C, dout, C, WoT, H, dh, H);
+    for (int64_t t = TT - 1; t >= 0; --t) {
+        const T* h = hs + t * B * H;
+        const T* zr = zr_all + t * B * 2 * H;
+        const T* rh = rh_all + t * B * H;
+        const T* c = cc_all + t * B * H;
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t i = 0; i < H; ++i) {
+                const int64_t j = b * H + i;
+                const T z = zr[b * 2 * H + i], cv = c[j];
+                dah[j] = dh[j] * z * (T(1) - cv * cv);
+                gzr[b * 2 * H + i] = dh[j] * (cv - h[j]) * (z * (T(1) - z));
+            }
+        if (t > 0) {
+            std::memset(drh, 0, sizeof(T) * B * H);
+            mm_acc(B, H, H, dah, H, WhhT, H, drh, H);
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t i = 0; i < H; ++i) {
+                    const int64_t j = b * H + i;
+                    const T z = zr[b * 2 * H + i], r = zr[b * 2 * H + H + i];
+                    gzr[b * 2 * H + H + i] = drh[j] * h[j] * (r * (T(1) - r));
+                    dhn[j] = dh[j] - dh[j] * z + drh[j] * r;
+                }
+            mm_acc(B, H, 2 * H, gzr, 2 * H, WzrT, H, dhn, H);
+            mm_tn_acc(H, 2 * H, B, h, H, gzr, 2 * H, gWzr, 2 * H);
+            mm_tn_acc(H, H, B, rh, H, dah, H, gWhh, H);
+        } else {
+            for (int64_t b = 0; b < B; ++b)
+                for (int64_t i = 0; i < H; ++i) gzr[b * 2 * H + H + i] = T(0);
+        }
+        for (int64_t b = 0; b < B; ++b) {
+            const T* xb = x + b * Dx + t * D;
+            const T* gz = gzr + b * 2 * H;
+            const T* gh = dah + b * H;
+            for (int64_t q = 0; q < D; ++q) {
+                const T xv = xb[q];
+                T* row = gWx + q * G;
+                for (int64_t i = 0; i < 2 * H; ++i) row[i] += xv * gz[i];
+                for (int64_t i = 0; i < H; ++i) row[2 * H + i] += xv * gh[i];
+            }
+            if (gb) {
+                for (int64_t i = 0; i < 2 * H; ++i) gb[i] += gz[i];
+                for (int64_t i = 0; i < H; ++i) gb[2 * H + i] += gh[i];
+            }
+        }
+        T* tmp = dh;
+        dh = dhn;
+        dhn = tmp;
+    }
+}
+
+template <typename T>
+void backward(const T* flat, const T* x, const T* dout, const T* hs, const T* zr, const T* rh, const T* cc,
+              T* grad, const int64_t* dims) {
+    const Dims d(dims);
+    const int64_t B = d.B, H = d.H, TB = d.T * d.B;
+    std::vector<T> work(B * H * 6 + 3 * H * H + d.C * H);
+    for (int64_t k = 0; k < d.K; ++k)
+        backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (TB + B) * H,
+                        zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, grad + k * d.P, work);
+}
+
+}  // namespace
+
+extern "C" {
+// dims: K, B, T, D, H, C, bias, P, offsets of Wx, Wh_zr, Wh_h, b, W_out, b_out, x's member stride (0: shared)
+// hs == nullptr: forward only (nothing kept).
+void gru_forward_f32(const float* flat, const float* x, float* out, float* hs, float* zr, float* rh, float* cc,
+                     const int64_t* dims) {
+    forward(flat, x, out, hs, zr, rh, cc, dims);
+}
+void gru_forward_f64(const double* flat, const double* x, double* out, double* hs, double* zr, double* rh,
+                     double* cc, const int64_t* dims) {
+    forward(flat, x, out, hs, zr, rh, cc, dims);
+}
+void gru_backward_f32(const float* flat, const float* x, const float* dout, const float* hs, const float* zr,
+                      const float* rh, const float* cc, float* grad, const int64_t* dims) {
+    backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+}
+void gru_backward_f64(const double* flat, const double* x, const double* dout, const double* hs,
+                      const double* zr, const double* rh, const double* cc, double* grad, const int64_t* dims) {
+    backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+}
+}

@@ -1,0 +1,77 @@
+"""Builds the fused CPU kernels of ``trainer/csrc`` once per machine and loads them with ctypes.
+
+``g++ -O3 -march=native`` (no ``-ffast-math``: NaN and inf must reach the divergence check) into
+``~/.cache/rnnhpo/native`` (``$XDG_CACHE_HOME`` when set), named by a hash of the source, the flags,
+the compiler and the CPU's feature flags, so an edit, a new compiler or another CPU model builds
+anew and every later process loads the library in milliseconds. The build writes to a temporary
+name and renames it into place, so concurrent workers never load half a file. No compiler, or a
+failed build, gives ``None`` and the reason: the fast engine then uses its PyTorch step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional
+
+SOURCE = Path(__file__).parent / "csrc" / "gru_pack.cpp"
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rnnhpo" / "native"
+
+
+def _cpu_features() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return platform.processor()
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@lru_cache(maxsize=None)
+def load_library() -> tuple[Optional[ctypes.CDLL], str]:
+    """(the loaded kernel library, "") or (None, why it is not available)."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        return None, "no C++ compiler (g++) on PATH"
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
+        key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode(),
+                                         platform.machine().encode(), _cpu_features().encode()])).hexdigest()[:24]
+        target = _cache_dir() / f"gru_pack-{key}.so"
+        if not target.exists():
+            _build(compiler, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        return None, f"building the native kernels failed: {detail.strip()[:500]}"
+    ptr = ctypes.c_void_p
+    for name in ("gru_forward_f32", "gru_forward_f64"):
+        getattr(lib, name).argtypes = [ptr] * 8
+        getattr(lib, name).restype = None
+    for name in ("gru_backward_f32", "gru_backward_f64"):
+        getattr(lib, name).argtypes = [ptr] * 9
+        getattr(lib, name).restype = None
+    return lib, ""

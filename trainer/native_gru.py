@@ -1,0 +1,90 @@
+"""The paper's GRU (eq. 2-5) of a whole pack through the fused CPU kernels of ``trainer/csrc``.
+
+:class:`NativeGRU` holds the activation buffers of one pack (sized once, reused every step) and
+runs the kernels on the flat ``(K, P)`` parameter buffer: :meth:`forward_train` keeps what the
+backward through time needs, :meth:`backward` turns dE/d out into the whole ``(K, P)`` gradient,
+:meth:`forward` evaluates without keeping anything. Numbers match the eager engine's hand-written
+BPTT and autograd through :mod:`trainer.cells` (tests/test_native_gru.py); each member's result
+depends on its own row only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Optional
+
+import torch
+
+from trainer.models import Family
+from trainer.native_build import load_library
+
+Tensor = torch.Tensor
+
+
+def native_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+    """Why the native kernels cannot run this pack (None when they can)."""
+    if family.name != "gru":
+        return f"no native kernel for family {family.name}"
+    if device.type != "cpu":
+        return "the native kernels run on CPU"
+    if dtype not in (torch.float32, torch.float64):
+        return f"dtype {dtype}"
+    lib, why = load_library()
+    return why if lib is None else None
+
+
+def _ptr(t: Optional[Tensor]) -> ctypes.c_void_p:
+    return ctypes.c_void_p(None if t is None else t.data_ptr())
+
+
+class NativeGRU:
+    """Fused forward / backward of a GRU pack of ``K`` members with at most ``B`` rows per step."""
+
+    def __init__(self, family: Family, K: int, B: int, T: int, dtype: torch.dtype, device: torch.device):
+        lib, why = load_library()
+        if lib is None:
+            raise RuntimeError(why)
+        suffix = "f64" if dtype == torch.float64 else "f32"
+        self._fwd = getattr(lib, f"gru_forward_{suffix}")
+        self._bwd = getattr(lib, f"gru_backward_{suffix}")
+        H, lay = family.H, family.layout
+        off = lambda name: lay.offsets[name][0] if name in lay.offsets else 0  # noqa: E731
+        self.K, self.T, self.D, self.H, self.C = K, T, family.D, H, family.C
+        self.head = [int(family.bias), lay.P] + [off(n) for n in ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")]
+        opts = dict(dtype=dtype, device=device)
+        self.hs = torch.empty(K * (T + 1) * B * H, **opts)
+        self.zr = torch.empty(K * T * B * 2 * H, **opts)
+        self.rh = torch.empty(K * T * B * H, **opts)
+        self.cc = torch.empty(K * T * B * H, **opts)
+        self.B = B
+        self._saved: tuple = ()
+
+    def _dims(self, rows: int, x_member_stride: int):
+        return (ctypes.c_int64 * 15)(self.K, rows, self.T, self.D, self.H, self.C, *self.head, x_member_stride)
+
+    def forward_train(self, flat: Tensor, x: Tensor) -> Tensor:
+        """Outputs (K, n, C) of per-member inputs ``x`` (K, n, T, D), n <= B; keeps the activations."""
+        x = x.contiguous()
+        K, n = x.shape[:2]
+        out = torch.empty((K, n, self.C), dtype=flat.dtype, device=flat.device)
+        dims = self._dims(n, n * self.T * self.D)
+        self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc), dims)
+        self._saved = (flat, x, dims)
+        return out
+
+    def backward(self, dout: Tensor) -> Tensor:
+        """The (K, P) gradient of sum(dout * out) for the last :meth:`forward_train`."""
+        flat, x, dims = self._saved
+        dout = dout.contiguous()
+        grad = torch.empty_like(flat)
+        self._bwd(_ptr(flat), _ptr(x), _ptr(dout), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc),
+                  _ptr(grad), dims)
+        return grad
+
+    def forward(self, flat: Tensor, x: Tensor) -> Tensor:
+        """Outputs (K, N, C) of inputs shared by all members ``x`` (N, T, D), nothing kept."""
+        x = x.contiguous()
+        n = x.shape[0]
+        out = torch.empty((self.K, n, self.C), dtype=flat.dtype, device=flat.device)
+        self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(None), _ptr(None), _ptr(None), _ptr(None), self._dims(n, 0))
+        return out
