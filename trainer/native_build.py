@@ -74,4 +74,7 @@ def load_library() -> tuple[Optional[ctypes.CDLL], str]:
     for name in ("gru_backward_f32", "gru_backward_f64"):
         getattr(lib, name).argtypes = [ptr] * 9
         getattr(lib, name).restype = None
+    for name in ("sgd_step_f32", "sgd_step_f64"):
+        getattr(lib, name).argtypes = [ptr] * 13 + [ctypes.c_double]
+        getattr(lib, name).restype = None
     return lib, ""

@@ -47,6 +47,7 @@ class NativeGRU:
         suffix = "f64" if dtype == torch.float64 else "f32"
         self._fwd = getattr(lib, f"gru_forward_{suffix}")
         self._bwd = getattr(lib, f"gru_backward_{suffix}")
+        self._sgd = getattr(lib, f"sgd_step_{suffix}")
         H, lay = family.H, family.layout
         off = lambda name: lay.offsets[name][0] if name in lay.offsets else 0  # noqa: E731
         self.K, self.T, self.D, self.H, self.C = K, T, family.D, H, family.C
@@ -57,6 +58,7 @@ class NativeGRU:
         self.rh = torch.empty(K * T * B * H, **opts)
         self.cc = torch.empty(K * T * B * H, **opts)
         self.B = B
+        self.grad = torch.empty((K, lay.P), **opts)  # reused: the step never keeps a gradient
         self._saved: tuple = ()
 
     def _dims(self, rows: int, x_member_stride: int):
@@ -76,10 +78,9 @@ class NativeGRU:
         """The (K, P) gradient of sum(dout * out) for the last :meth:`forward_train`."""
         flat, x, dims = self._saved
         dout = dout.contiguous()
-        grad = torch.empty_like(flat)
         self._bwd(_ptr(flat), _ptr(x), _ptr(dout), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc),
-                  _ptr(grad), dims)
-        return grad
+                  _ptr(self.grad), dims)
+        return self.grad
 
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
         """Outputs (K, N, C) of inputs shared by all members ``x`` (N, T, D), nothing kept."""
@@ -88,3 +89,20 @@ class NativeGRU:
         out = torch.empty((self.K, n, self.C), dtype=flat.dtype, device=flat.device)
         self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(None), _ptr(None), _ptr(None), _ptr(None), self._dims(n, 0))
         return out
+
+    def sgd_step(self, flat: Tensor, grad: Tensor, terms: tuple[Tensor, Tensor, Tensor], lr: Tensor,
+                 state: tuple[Tensor, Tensor, Tensor, Tensor], out_cols: slice, weight_share: Tensor,
+                 eps: float) -> Tensor:
+        """Plain SGD on ``flat`` in place with divergence masking and the trace row (9, K), fused: what
+        :meth:`trainer.step.FastStep.step` does for ``optimizer: sgd``. ``terms``: E, E_data, penalty
+        (K,); ``state``: active, diverged (bool), div_step (int64), step_no (int64 scalar), updated in
+        place."""
+        active, diverged, div_step, step_no = state
+        row = torch.empty((9, self.K), dtype=flat.dtype, device=flat.device)
+        dims = (ctypes.c_int64 * 4)(self.K, flat.shape[1], out_cols.start, out_cols.stop)
+        loss, dloss, pen = (t.contiguous() for t in terms)
+        self._sgd(_ptr(flat), _ptr(grad.contiguous()), _ptr(loss), _ptr(dloss), _ptr(pen), _ptr(lr.contiguous()),
+                  _ptr(active), _ptr(diverged), _ptr(div_step), _ptr(step_no), _ptr(weight_share), _ptr(row), dims,
+                  ctypes.c_double(eps))
+        return row
+

@@ -38,7 +38,7 @@ from trainer.config import PackConfig
 from trainer.native_gru import NativeGRU, native_unsupported
 from trainer.result import PackResult
 from trainer.tasks import Task
-from trainer.trace import TraceRecorder
+from trainer.trace import SPARSITY_EPS, TraceRecorder
 
 Tensor = torch.Tensor
 
@@ -183,6 +183,9 @@ class FastStep:
         if st.grad_mask is not None:
             g = g * st.grad_mask
         loss = dloss + pen
+        if self.native is not None and self.optimizer == "sgd":
+            return self.native.sgd_step(flat, g, (loss, dloss, pen), self.lr, (active, diverged, div_step, step_no),
+                                        st.out_sl, st.weight_share, SPARSITY_EPS)
         gnorm = _rownorm(g)
         gout = _rownorm(g[:, st.out_sl])
         wnorm = _rownorm(flat)

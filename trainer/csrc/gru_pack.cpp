@@ -16,6 +16,7 @@
 // float within ~2 ulp (Cephes expf), double within ~1e-16 (degree-13 Taylor after Cody-Waite
 // reduction). sigmoid(x) = 1 / (1 + exp(-x)), tanh(x) = 2 sigmoid(2x) - 1 (as the eager engine).
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -313,6 +314,73 @@ void backward(const T* flat, const T* x, const T* dout, const T* hs, const T* zr
                         zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, grad + k * d.P, work);
 }
 
+// One plain-SGD update of the whole pack with its trace row (trainer/step.py's FastStep.step for
+// optimizer sgd, fused): per member, in one pass over its row, ||g||, ||g_out||, ||w||, the sparsity
+// of W_out and of all weights (|w| < eps, eq. 42), delta = -lr g and ||delta||; a member whose E,
+// ||g|| or ||delta|| is not finite becomes inactive (diverged at this step); active members take
+// w += delta. row (9, K): E, E_data, penalty, ||g||, ||g_out||, ||w||, ||update||, sparsity_out,
+// sparsity_all.
+template <typename T>
+void sgd_step(T* flat, const T* grad, const T* loss, const T* dloss, const T* pen, const T* lr, uint8_t* active,
+              uint8_t* diverged, int64_t* div_step, int64_t* step_no, const T* share, T* row, const int64_t* dims,
+              double eps) {
+    const int64_t K = dims[0], P = dims[1], lo = dims[2], hi = dims[3];
+    const T teps = static_cast<T>(eps);
+    for (int64_t k = 0; k < K; ++k) {
+        T* w = flat + k * P;
+        const T* g = grad + k * P;
+        const T step = -lr[k];
+        // L independent partial sums per statistic (lanes of one vector), added up at the end
+        constexpr int L = 16;
+        T gv[L] = {}, wv[L] = {}, dv[L] = {}, sv[L] = {};
+        int64_t j0 = 0;
+        for (; j0 + L <= P; j0 += L)
+            for (int l = 0; l < L; ++l) {
+                const T gj = g[j0 + l], wj = w[j0 + l], dj = step * gj;
+                gv[l] += gj * gj;
+                wv[l] += wj * wj;
+                dv[l] += dj * dj;
+                const T aw = wj < 0 ? -wj : wj;
+                sv[l] += aw < teps ? share[j0 + l] : T(0);
+            }
+        for (int64_t j = j0; j < P; ++j) {
+            const T gj = g[j], wj = w[j], dj = step * gj;
+            const int l = static_cast<int>(j - j0);
+            gv[l] += gj * gj;
+            wv[l] += wj * wj;
+            dv[l] += dj * dj;
+            const T aw = wj < 0 ? -wj : wj;
+            sv[l] += aw < teps ? share[j] : T(0);
+        }
+        T gn = 0, go = 0, wn = 0, dn = 0, sp_all = 0;
+        for (int l = 0; l < L; ++l) {
+            gn += gv[l];
+            wn += wv[l];
+            dn += dv[l];
+            sp_all += sv[l];
+        }
+        int64_t sp_out = 0;
+        for (int64_t j = lo; j < hi; ++j) {
+            go += g[j] * g[j];
+            const T aw = w[j] < 0 ? -w[j] : w[j];
+            sp_out += aw < teps;
+        }
+        const T gnorm = std::sqrt(gn), dnorm = std::sqrt(dn);
+        const bool finite = std::isfinite(loss[k]) && std::isfinite(gnorm) && std::isfinite(dnorm);
+        if (active[k] && !finite) {
+            diverged[k] = 1;
+            div_step[k] = *step_no;
+        }
+        active[k] = active[k] && finite;
+        if (active[k])
+            for (int64_t j = 0; j < P; ++j) w[j] += step * g[j];
+        const T vals[9] = {loss[k], dloss[k], pen[k], gnorm, std::sqrt(go), std::sqrt(wn),
+                           active[k] ? dnorm : T(0), T(sp_out) / T(hi - lo), sp_all};
+        for (int i = 0; i < 9; ++i) row[i * K + k] = vals[i];
+    }
+    *step_no += 1;
+}
+
 }  // namespace
 
 extern "C" {
@@ -333,5 +401,16 @@ void gru_backward_f32(const float* flat, const float* x, const float* dout, cons
 void gru_backward_f64(const double* flat, const double* x, const double* dout, const double* hs,
                       const double* zr, const double* rh, const double* cc, double* grad, const int64_t* dims) {
     backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+}
+// dims: K, P, first and end column of W_out. Bool tensors are bytes.
+void sgd_step_f32(float* flat, const float* grad, const float* loss, const float* dloss, const float* pen,
+                  const float* lr, uint8_t* active, uint8_t* diverged, int64_t* div_step, int64_t* step_no,
+                  const float* share, float* row, const int64_t* dims, double eps) {
+    sgd_step(flat, grad, loss, dloss, pen, lr, active, diverged, div_step, step_no, share, row, dims, eps);
+}
+void sgd_step_f64(double* flat, const double* grad, const double* loss, const double* dloss, const double* pen,
+                  const double* lr, uint8_t* active, uint8_t* diverged, int64_t* div_step, int64_t* step_no,
+                  const double* share, double* row, const int64_t* dims, double eps) {
+    sgd_step(flat, grad, loss, dloss, pen, lr, active, diverged, div_step, step_no, share, row, dims, eps);
 }
 }
