@@ -97,6 +97,18 @@ def test_pack_member_equals_solo_member_bitwise():
         assert torch.equal(solo.backward(dout[k:k + 1]), grad[k:k + 1])
 
 
+def test_threads_give_the_same_bits(iris):
+    """Members split between OpenMP threads (torch.get_num_threads()) are computed as alone."""
+    cfg = PackConfig(family="gru", hidden=6, batch_size=32, epochs=2, device="cpu", members=_members() * 2)
+    one = train_pack_fast(iris, cfg, backend="native")
+    torch.set_num_threads(2)
+    try:
+        two = train_pack_fast(iris, cfg, backend="native")
+    finally:
+        torch.set_num_threads(1)
+    assert _max_diff(one, two) == 0.0
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "prox_sgd", "projected_gd"])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
 def test_native_equals_eager_engine(iris, optimizer, dtype, tol):

@@ -1,6 +1,6 @@
 """Builds the fused CPU kernels of ``trainer/csrc`` once per machine and loads them with ctypes.
 
-``g++ -O3 -march=native`` (no ``-ffast-math``: NaN and inf must reach the divergence check) into
+``g++ -O3 -march=native -fopenmp`` (no ``-ffast-math``: NaN and inf must reach the divergence check) into
 ``~/.cache/rnnhpo/native`` (``$XDG_CACHE_HOME`` when set), named by a hash of the source, the flags,
 the compiler and the CPU's feature flags, so an edit, a new compiler or another CPU model builds
 anew and every later process loads the library in milliseconds. The build writes to a temporary
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Optional
 
 SOURCE = Path(__file__).parent / "csrc" / "gru_pack.cpp"
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared",
+         "-std=c++17")
 
 
 def _cache_dir() -> Path:

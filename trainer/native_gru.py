@@ -1,7 +1,8 @@
 """The paper's GRU (eq. 2-5) of a whole pack through the fused CPU kernels of ``trainer/csrc``.
 
 :class:`NativeGRU` holds the activation buffers of one pack (sized once, reused every step) and
-runs the kernels on the flat ``(K, P)`` parameter buffer: :meth:`forward_train` keeps what the
+runs the kernels on the flat ``(K, P)`` parameter buffer, members split between
+``torch.get_num_threads()`` OpenMP threads: :meth:`forward_train` keeps what the
 backward through time needs, :meth:`backward` turns dE/d out into the whole ``(K, P)`` gradient,
 :meth:`forward` evaluates without keeping anything. Numbers match the eager engine's hand-written
 BPTT and autograd through :mod:`trainer.cells` (tests/test_native_gru.py); each member's result
@@ -62,7 +63,8 @@ class NativeGRU:
         self._saved: tuple = ()
 
     def _dims(self, rows: int, x_member_stride: int):
-        return (ctypes.c_int64 * 15)(self.K, rows, self.T, self.D, self.H, self.C, *self.head, x_member_stride)
+        return (ctypes.c_int64 * 16)(self.K, rows, self.T, self.D, self.H, self.C, *self.head, x_member_stride,
+                                     torch.get_num_threads())
 
     def forward_train(self, flat: Tensor, x: Tensor) -> Tensor:
         """Outputs (K, n, C) of per-member inputs ``x`` (K, n, T, D), n <= B; keeps the activations."""
@@ -99,7 +101,7 @@ class NativeGRU:
         place."""
         active, diverged, div_step, step_no = state
         row = torch.empty((9, self.K), dtype=flat.dtype, device=flat.device)
-        dims = (ctypes.c_int64 * 4)(self.K, flat.shape[1], out_cols.start, out_cols.stop)
+        dims = (ctypes.c_int64 * 5)(self.K, flat.shape[1], out_cols.start, out_cols.stop, torch.get_num_threads())
         loss, dloss, pen = (t.contiguous() for t in terms)
         self._sgd(_ptr(flat), _ptr(grad.contiguous()), _ptr(loss), _ptr(dloss), _ptr(pen), _ptr(lr.contiguous()),
                   _ptr(active), _ptr(diverged), _ptr(div_step), _ptr(step_no), _ptr(weight_share), _ptr(row), dims,

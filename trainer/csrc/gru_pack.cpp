@@ -145,10 +145,10 @@ void transpose(int64_t R, int64_t Cc, const T* A, T* out) {  // A (R x Cc) -> ou
 }
 
 struct Dims {
-    int64_t K, B, T, D, H, C, bias, P, oWx, oWzr, oWhh, ob, oWo, obo, xs;
+    int64_t K, B, T, D, H, C, bias, P, oWx, oWzr, oWhh, ob, oWo, obo, xs, threads;
     explicit Dims(const int64_t* d)
         : K(d[0]), B(d[1]), T(d[2]), D(d[3]), H(d[4]), C(d[5]), bias(d[6]), P(d[7]), oWx(d[8]), oWzr(d[9]),
-          oWhh(d[10]), ob(d[11]), oWo(d[12]), obo(d[13]), xs(d[14]) {}
+          oWhh(d[10]), ob(d[11]), oWo(d[12]), obo(d[13]), xs(d[14]), threads(d[15]) {}
 };
 
 // Forward of member k. keep: hs (T+1, B, H), zr (T, B, 2H), rh (T, B, H), cc (T, B, H) of this member
@@ -205,23 +205,27 @@ void forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* zr_
     mm_acc(B, d.C, H, hT, H, Wo, d.C, out, d.C);
 }
 
+// Members are independent: with threads > 1 they are split between OpenMP threads (static schedule),
+// each member computed by the same code as alone.
 template <typename T>
 void forward(const T* flat, const T* x, T* out, T* hs, T* zr, T* rh, T* cc, const int64_t* dims) {
     const Dims d(dims);
     const bool keep = hs != nullptr;
-    std::vector<T> scratch;
-    if (!keep) {
-        scratch.assign(d.B * d.H * 6, T(0));
-        hs = scratch.data();
-        zr = hs + 2 * d.B * d.H;
-        rh = zr + 2 * d.B * d.H;
-        cc = rh + d.B * d.H;
-    }
     const int64_t TB = d.T * d.B;
-    for (int64_t k = 0; k < d.K; ++k) {
-        const int64_t m = keep ? k : 0;
-        forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, hs + m * (TB + d.B) * d.H,
-                       zr + m * TB * 2 * d.H, rh + m * TB * d.H, cc + m * TB * d.H, keep);
+#pragma omp parallel num_threads(static_cast<int>(d.threads)) if (d.threads > 1)
+    {
+        std::vector<T> scratch(keep ? 0 : d.B * d.H * 6);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < d.K; ++k) {
+            if (keep) {
+                forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, hs + k * (TB + d.B) * d.H,
+                               zr + k * TB * 2 * d.H, rh + k * TB * d.H, cc + k * TB * d.H, true);
+            } else {
+                T* s = scratch.data();
+                forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, s, s + 2 * d.B * d.H,
+                               s + 4 * d.B * d.H, s + 5 * d.B * d.H, false);
+            }
+        }
     }
 }
 
@@ -308,10 +312,14 @@ void backward(const T* flat, const T* x, const T* dout, const T* hs, const T* zr
               T* grad, const int64_t* dims) {
     const Dims d(dims);
     const int64_t B = d.B, H = d.H, TB = d.T * d.B;
-    std::vector<T> work(B * H * 6 + 3 * H * H + d.C * H);
-    for (int64_t k = 0; k < d.K; ++k)
-        backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (TB + B) * H,
-                        zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, grad + k * d.P, work);
+#pragma omp parallel num_threads(static_cast<int>(d.threads)) if (d.threads > 1)
+    {
+        std::vector<T> work(B * H * 6 + 3 * H * H + d.C * H);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < d.K; ++k)
+            backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (TB + B) * H,
+                            zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, grad + k * d.P, work);
+    }
 }
 
 // One plain-SGD update of the whole pack with its trace row (trainer/step.py's FastStep.step for
@@ -324,8 +332,10 @@ template <typename T>
 void sgd_step(T* flat, const T* grad, const T* loss, const T* dloss, const T* pen, const T* lr, uint8_t* active,
               uint8_t* diverged, int64_t* div_step, int64_t* step_no, const T* share, T* row, const int64_t* dims,
               double eps) {
-    const int64_t K = dims[0], P = dims[1], lo = dims[2], hi = dims[3];
+    const int64_t K = dims[0], P = dims[1], lo = dims[2], hi = dims[3], threads = dims[4];
     const T teps = static_cast<T>(eps);
+    const int64_t now = *step_no;
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads)) if (threads > 1)
     for (int64_t k = 0; k < K; ++k) {
         T* w = flat + k * P;
         const T* g = grad + k * P;
@@ -369,7 +379,7 @@ void sgd_step(T* flat, const T* grad, const T* loss, const T* dloss, const T* pe
         const bool finite = std::isfinite(loss[k]) && std::isfinite(gnorm) && std::isfinite(dnorm);
         if (active[k] && !finite) {
             diverged[k] = 1;
-            div_step[k] = *step_no;
+            div_step[k] = now;
         }
         active[k] = active[k] && finite;
         if (active[k])
@@ -384,7 +394,8 @@ void sgd_step(T* flat, const T* grad, const T* loss, const T* dloss, const T* pe
 }  // namespace
 
 extern "C" {
-// dims: K, B, T, D, H, C, bias, P, offsets of Wx, Wh_zr, Wh_h, b, W_out, b_out, x's member stride (0: shared)
+// dims: K, B, T, D, H, C, bias, P, offsets of Wx, Wh_zr, Wh_h, b, W_out, b_out, x's member stride (0: shared),
+// threads
 // hs == nullptr: forward only (nothing kept).
 void gru_forward_f32(const float* flat, const float* x, float* out, float* hs, float* zr, float* rh, float* cc,
                      const int64_t* dims) {
@@ -402,7 +413,7 @@ void gru_backward_f64(const double* flat, const double* x, const double* dout, c
                       const double* zr, const double* rh, const double* cc, double* grad, const int64_t* dims) {
     backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
 }
-// dims: K, P, first and end column of W_out. Bool tensors are bytes.
+// dims: K, P, first and end column of W_out, threads. Bool tensors are bytes.
 void sgd_step_f32(float* flat, const float* grad, const float* loss, const float* dloss, const float* pen,
                   const float* lr, uint8_t* active, uint8_t* diverged, int64_t* div_step, int64_t* step_no,
                   const float* share, float* row, const int64_t* dims, double eps) {
