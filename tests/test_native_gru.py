@@ -183,3 +183,15 @@ def test_backend_comes_from_the_config(monkeypatch):
         PackConfig(members=m, family="rnn", fast_backend="native")
     with pytest.raises(ValueError, match="precision"):
         PackConfig(members=m, fast_backend="native", precision="bf16")
+
+
+def test_shapes_are_checked_before_the_kernels_run():
+    fam = make_family("gru", 1, 4, 3)
+    flat = fam.init([1, 2], 0.5, torch.float32, "cpu")
+    net = NativeGRU(fam, 2, 5, 4, torch.float32, CPU)
+    with pytest.raises(ValueError, match="rows per member"):
+        net.forward_train(flat, torch.zeros(2, 6, 4, 1))  # more rows than the buffers hold
+    with pytest.raises(ValueError, match="x: expected"):
+        net.forward_train(flat, torch.zeros(2, 5, 3, 1))  # wrong sequence length
+    with pytest.raises(ValueError, match="flat"):
+        net.forward(flat[:, ::2], torch.zeros(3, 4, 1))

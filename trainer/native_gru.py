@@ -62,6 +62,15 @@ class NativeGRU:
         self.grad = torch.empty((K, lay.P), **opts)  # reused: the step never keeps a gradient
         self._saved: tuple = ()
 
+    def _check(self, flat: Tensor, x: Tensor, rows: int) -> None:
+        """The kernels trust their shapes: a mismatch would read or write out of bounds."""
+        if not flat.is_contiguous() or flat.shape[0] != self.K or flat.shape[1] != self.head[1]:
+            raise ValueError(f"flat: expected a contiguous ({self.K}, {self.head[1]}) buffer, got {tuple(flat.shape)}")
+        if tuple(x.shape[-2:]) != (self.T, self.D) or x.dtype != flat.dtype:
+            raise ValueError(f"x: expected (..., {self.T}, {self.D}) of {flat.dtype}, got {tuple(x.shape)} {x.dtype}")
+        if rows > self.B and x.dim() == 4:
+            raise ValueError(f"{rows} rows per member: the buffers hold {self.B}")
+
     def _dims(self, rows: int, x_member_stride: int):
         return (ctypes.c_int64 * 16)(self.K, rows, self.T, self.D, self.H, self.C, *self.head, x_member_stride,
                                      torch.get_num_threads())
@@ -70,6 +79,9 @@ class NativeGRU:
         """Outputs (K, n, C) of per-member inputs ``x`` (K, n, T, D), n <= B; keeps the activations."""
         x = x.contiguous()
         K, n = x.shape[:2]
+        self._check(flat, x, n)
+        if K != self.K:
+            raise ValueError(f"x: {K} members, the pack has {self.K}")
         out = torch.empty((K, n, self.C), dtype=flat.dtype, device=flat.device)
         dims = self._dims(n, n * self.T * self.D)
         self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc), dims)
@@ -79,6 +91,8 @@ class NativeGRU:
     def backward(self, dout: Tensor) -> Tensor:
         """The (K, P) gradient of sum(dout * out) for the last :meth:`forward_train`."""
         flat, x, dims = self._saved
+        if tuple(dout.shape) != (self.K, x.shape[1], self.C):
+            raise ValueError(f"dout: expected ({self.K}, {x.shape[1]}, {self.C}), got {tuple(dout.shape)}")
         dout = dout.contiguous()
         self._bwd(_ptr(flat), _ptr(x), _ptr(dout), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc),
                   _ptr(self.grad), dims)
@@ -88,6 +102,7 @@ class NativeGRU:
         """Outputs (K, N, C) of inputs shared by all members ``x`` (N, T, D), nothing kept."""
         x = x.contiguous()
         n = x.shape[0]
+        self._check(flat, x, n)
         out = torch.empty((self.K, n, self.C), dtype=flat.dtype, device=flat.device)
         self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(None), _ptr(None), _ptr(None), _ptr(None), self._dims(n, 0))
         return out
@@ -100,6 +115,8 @@ class NativeGRU:
         (K,); ``state``: active, diverged (bool), div_step (int64), step_no (int64 scalar), updated in
         place."""
         active, diverged, div_step, step_no = state
+        if grad.shape != flat.shape or not all(t.is_contiguous() for t in (flat, *state, weight_share)):
+            raise ValueError("sgd_step: gradient, weights and state must be contiguous and of the pack's shape")
         row = torch.empty((9, self.K), dtype=flat.dtype, device=flat.device)
         dims = (ctypes.c_int64 * 5)(self.K, flat.shape[1], out_cols.start, out_cols.stop, torch.get_num_threads())
         loss, dloss, pen = (t.contiguous() for t in terms)
