@@ -19,7 +19,7 @@ OPTION_OF = {"lr": "--lr", "lam": "--lam", "alpha": "--alpha", "reg": "--reg", "
              "tikhonov_beta": "--beta", "init_scale": "--init-scale", "rho": "--rho", "rho_u": "--rho-u",
              "tikhonov_lambda1": "--lambda1", "tikhonov_lambda2": "--lambda2", "loss": "--loss",
              "reduction": "--reduction", "train_readout": "--train-readout", "engine": "--engine",
-             "precision": "--precision"}
+             "fast_backend": "--fast-backend", "precision": "--precision"}
 
 
 def _fail(message: str) -> None:
@@ -115,7 +115,9 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
     engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
-                               "auto (fast on CUDA)"),
+                               "auto (fast on CUDA, and on CPU for gru with the native kernels)"),
+    fast_backend: str = typer.Option("auto", "--fast-backend", help="fast engine backend: auto | eager | compile | "
+                                     "cuda_graph | native (fused C++ kernels, CPU, gru)"),
     precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),
@@ -136,7 +138,7 @@ def train(
                             batch_size=None if full_batch else batch_size,
                             epochs=None if (epochs is None and max_steps) else epochs, max_steps=max_steps,
                             dtype=dtype, device=device, trace_every=trace_every, engine=engine,
-                            precision=precision, members=[member])
+                            fast_backend=fast_backend, precision=precision, members=[member])
     except ValidationError as exc:
         _fail(_describe(exc.errors()[0]))
 
