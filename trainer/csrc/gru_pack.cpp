@@ -196,9 +196,9 @@ inline void mm_tn_acc(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t lda,
 }
 
 template <typename T>
-void transpose(int64_t R, int64_t Cc, const T* A, T* out) {  // A (R x Cc) -> out (Cc x R)
-    for (int64_t i = 0; i < R; ++i)
-        for (int64_t j = 0; j < Cc; ++j) out[j * R + i] = A[i * Cc + j];
+void transpose(int64_t R, int64_t Cc, const T* __restrict A, T* __restrict out) {  // A (R x Cc) -> out (Cc x R)
+    for (int64_t j = 0; j < Cc; ++j)  // contiguous writes, strided reads (loads are the cheaper side)
+        for (int64_t i = 0; i < R; ++i) out[j * R + i] = A[i * Cc + j];
 }
 
 struct Dims {
