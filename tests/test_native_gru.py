@@ -195,3 +195,21 @@ def test_shapes_are_checked_before_the_kernels_run():
         net.forward_train(flat, torch.zeros(2, 5, 3, 1))  # wrong sequence length
     with pytest.raises(ValueError, match="flat"):
         net.forward(flat[:, ::2], torch.zeros(3, 4, 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nan_and_inf_as_in_the_reference(dtype):
+    """The divergence check needs them: a NaN weight gives a NaN output (the exp neither clamps it
+    away nor leaks it to other members); infinite input weights saturate the gates as in
+    trainer/cells.py."""
+    fam = make_family("gru", 1, 4, 3)
+    flat = fam.init([1, 2, 3], 0.5, dtype, "cpu")
+    flat[0, fam.layout.slice("Wh_zr")] = float("nan")
+    flat[1, fam.layout.slice("Wx")] = float("inf")
+    x = torch.randn(3, 5, 4, 1, dtype=dtype)
+    net = NativeGRU(fam, 3, 5, 4, dtype, CPU)
+    out = net.forward_train(flat, x)
+    assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
+    torch.testing.assert_close(out, cells.forward(fam, fam.layout.views(flat), x), equal_nan=True)
+    grad = net.backward(torch.ones_like(out))
+    assert torch.isnan(grad[0]).any() and torch.isfinite(grad[2]).all()
