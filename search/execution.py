@@ -170,19 +170,21 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
         return {"members": job.size, "error": why, "error_kind": "deterministic"}
     storing = time.perf_counter()
     best_value, best_trial = None, None
-    for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
-        record = member_record(member, result, job, attempt)
-        store(sink.record_trial, trial_id, record)
-        if attempt < job.inject_failures and index == 0:
-            if job.extra.get("inject_mode") == "exit":
-                os._exit(13)  # the worker process dies as if killed
-            raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
-        value = record.final.get(job.objective)
-        if value is not None and np.isfinite(value) and not member.diverged:
-            if best_value is None or (value > best_value if job.maximize else value < best_value):
-                best_value, best_trial = float(value), trial_id
-    if hasattr(sink, "flush"):  # a hand-off sink: the writer stores them after this pack is released
-        store(sink.flush)
+    try:
+        for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
+            record = member_record(member, result, job, attempt)
+            store(sink.record_trial, trial_id, record)
+            if attempt < job.inject_failures and index == 0:
+                if job.extra.get("inject_mode") == "exit":
+                    os._exit(13)  # the worker process dies as if killed
+                raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
+            value = record.final.get(job.objective)
+            if value is not None and np.isfinite(value) and not member.diverged:
+                if best_value is None or (value > best_value if job.maximize else value < best_value):
+                    best_value, best_trial = float(value), trial_id
+    finally:
+        if hasattr(sink, "flush"):  # a hand-off sink: what was recorded goes to the writer, even on failure
+            store(sink.flush)
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
             "wall_time": float(result.wall_time), "setup_s": trained - started,
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}
