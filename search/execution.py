@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -54,26 +55,35 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_TASK_CACHE: dict[str, Any] = {}
+#: tasks a worker process keeps (a long-lived worker serves many packs and experiments)
+TASK_CACHE_SIZE = 8
+_TASK_CACHE: OrderedDict[str, Any] = OrderedDict()
 
 
 def load_job_task(job: PackJob):
-    """Load (and cache per worker process) the task a pack trains on."""
+    """Load the task a pack trains on, cached per worker process (the last few, least recently
+    used dropped first), so the packs a warm worker runs share one copy of the data."""
     import json
 
     from trainer.tasks import load_task
 
     key = json.dumps([job.dataset, job.fold, job.data], sort_keys=True, default=str)
-    if key not in _TASK_CACHE and job.data is not None:
-        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
-    if key not in _TASK_CACHE:
+    if key in _TASK_CACHE:
+        _TASK_CACHE.move_to_end(key)
+        return _TASK_CACHE[key]
+    if job.data is not None:
+        task = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
+    else:
         options = dict(job.dataset.get("options") or {})
         if job.dataset.get("framing"):
             options["framing"] = job.dataset["framing"]
         if job.fold is not None:
             options.update(fold=job.fold, n_folds=job.dataset["cv_folds"])
-        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.dataset.get("split_seed", 0), **options)
-    return _TASK_CACHE[key]
+        task = load_task(job.dataset["name"], seed=job.dataset.get("split_seed", 0), **options)
+    _TASK_CACHE[key] = task
+    while len(_TASK_CACHE) > TASK_CACHE_SIZE:
+        _TASK_CACHE.popitem(last=False)
+    return task
 
 
 def successive_halving(job: PackJob) -> Callable[[int, dict[str, np.ndarray]], Iterable[int]] | None:
