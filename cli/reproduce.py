@@ -172,8 +172,8 @@ def reproduce(
         if not _available(name):
             err_console.print(f"{name}: not available here (see `rnnhpo datasets`); skipped")
             continue
-        report = _table(table, name, seeds, splits, epochs, timing, db, experiment,
-                        not no_plots, plots_dir)
+        out = plots_dir / name if plots_dir and len(names) > 1 else plots_dir  # one folder per dataset
+        report = _table(table, name, seeds, splits, epochs, timing, db, experiment, not no_plots, out)
         reports.append(report)
         if not as_json:
             render(report)

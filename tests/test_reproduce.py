@@ -110,3 +110,23 @@ def test_fig3_data_from_stored_extras():
     assert sparsity_at(views[0].extra["weight_path"], 2000)["sparsity_out_0.001"] == 0.4
     assert sparsity_at(views[0].extra["weight_path"], 1500)["sparsity_out_1e-05"] == 0.2
     assert sparsity_at(views[0].extra["weight_path"], 5000) is None
+
+
+@pytest.mark.slow
+def test_reproduce_table5_regression_json(ray_local, tmp_path):
+    db = f"sqlite:///{tmp_path / 't5.db'}"
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(app, ["reproduce", "table5", "--dataset", "diabetes", "--dataset", "boston",
+                                      "--seeds", "2", "--splits", "3", "--epochs", "2", "--json", "--db", db,
+                                      "--plots-dir", str(plots)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    reports = {r["dataset"]: r for r in json.loads(result.stdout)["reports"]}
+    assert sorted(reports) == ["boston", "diabetes"]
+    for name, rep in reports.items():
+        assert rep["metric"] == "mse"
+        rows = {r["variant"]: r for r in rep["rows"]}
+        assert all(r["n"] == 6 and r["test_mean"] > 0 for r in rows.values())
+        assert rows["SL1-GRU"]["paper_test"] == {"diabetes": 0.0528, "boston": 0.1446}[name]
+        claims = [c for c in rep["claims"] if "below GRU on test" in c["claim"]]
+        assert [c["variant"] for c in claims] == ["L1-GRU", "L2-GRU", "SL1-GRU"]
+        assert all((plots / name / f).stat().st_size > 10_000 for f in ("learning_curves.png", "convergence.png"))
