@@ -117,9 +117,30 @@ def _is_rung(epochs_done: int, grace: int, factor: int) -> bool:
     return rung == epochs_done
 
 
+#: Points of a trial's stored weight path (``extra.weight_path``; the first and last always kept).
+MAX_PATH_POINTS = 200
+
+
+def _decimated(path: dict[str, np.ndarray], n: int) -> dict[str, list]:
+    """At most ``n`` evenly spaced rows of a weight path (first and last kept), as lists."""
+    length = len(path.get("step", ()))
+    idx = np.unique(np.linspace(0, length - 1, min(n, length)).round().astype(int)) if length else []
+    return {k: np.asarray(v)[idx].tolist() for k, v in path.items()}
+
+
+def job_probe_meta(job: PackJob) -> dict[str, list]:
+    """The raw x and the noiseless target of the probe of the task a pack trained on."""
+    return load_job_task(job).meta["probe"]
+
+
 def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecord:
     """The stored record of one member. In a selection pack the task's "test" part is the
-    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty."""
+    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty.
+
+    ``extra`` keeps the member's W_out path (norm and sparsity at 1e-5, 1e-3, 1e-2 after every
+    epoch, at most ``MAX_PATH_POINTS`` rows) and, for a test-role member of a task with a probe
+    (``funcapprox``), its output on the probe grid (``probe``: x, noiseless target, y_hat), so
+    the service draws fitted curves (Fig. 3a) from stored numbers without model weights."""
     diagnostics = dict(member.diagnostics)
     if diagnostics.get("diverged"):
         status = "diverged"
@@ -129,7 +150,12 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
         status = "completed"
     final = {k: float(v) for k, v in member.final.items()}
     epochs = {k: np.asarray(v) for k, v in member.epochs.items()}
-    extra = {"role": job.role, "pack_composition": job.extra.get("composition")}
+    extra = {"role": job.role, "pack_composition": job.extra.get("composition"),
+             "weight_path": _decimated(member.weight_path, MAX_PATH_POINTS)}
+    if member.probe is not None and job.role != "select":
+        meta = job_probe_meta(job)
+        extra["probe"] = {"x": meta["x"], "y_true": meta["y_true"],
+                          "y_hat": np.asarray(member.probe, dtype=float)[:, 0].tolist()}
     if job.role == "select":
         final["val_metric"] = final.pop("test_metric")
         extra["epoch_test_metric_is"] = "validation"
