@@ -151,6 +151,24 @@ def test_one_dockerfile_on_the_pinned_ray_image_for_every_service(base):
     assert variants == {"py311-cpu", "py311-cu128"}  # same Python patch: the same Ray image line
 
 
+def test_every_file_the_packages_read_is_installed_with_them():
+    """A non-editable install (the images) carries every non-Python file of the packages: the
+    native kernels' source, migrations, UI templates and assets."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    missing = []
+    for package in ("trainer", "search", "service", "cli"):
+        for path in (ROOT / package).rglob("*"):
+            if not path.is_file() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+                continue
+            rel = path.relative_to(ROOT / package).as_posix()
+            if not any(fnmatch.fnmatch(rel, pattern) for pattern in data.get(package, [])):
+                missing.append(f"{package}/{rel}")
+    assert missing == []
+
+
 def _documents() -> list[tuple[Path, dict]]:
     return [(path, doc) for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
 
