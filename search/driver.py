@@ -27,7 +27,7 @@ from search.planning import (Configuration, VariantStudy, grid_configurations, i
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
-from search.writer import HandOffSink, start_writer
+from search.writer import start_writer
 
 log = logging.getLogger("rnnhpo.search")
 
@@ -334,17 +334,16 @@ class _Run:
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
         self.rounds += 1
-        if self.writer is None:
-            self.writer = start_writer(self.sink, self.retry)
         try:
             outcomes = run_packs(
-                jobs, HandOffSink(self.writer),
+                jobs, self.sink, writer=self.result_writer,
                 cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
                 max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
                 name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
                 on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
         finally:
-            self.store_failures()
+            if self.writer is not None:
+                self.store_failures()
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
@@ -362,6 +361,12 @@ class _Run:
                     self.failures[why] += 1
                     failed += 1
         return failed
+
+    def result_writer(self):
+        """The run's writer actor, started on first use; packs hand their results to it."""
+        if self.writer is None:
+            self.writer = start_writer(self.sink, self.retry)
+        return self.writer
 
     def store_failures(self) -> None:
         """Wait for the writer to store every handed-off result; trials it could not store fail

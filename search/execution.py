@@ -31,6 +31,7 @@ from search.cluster import placement
 from search.faults import RetryPolicy, call_with_retry, classify, reason, sleep_unless
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
+from search.writer import HandOffSink
 
 log = logging.getLogger("rnnhpo.search")
 
@@ -236,14 +237,18 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
               should_cancel: Callable[[], bool] | None = None,
               on_pack_done: Callable[[PackOutcome], None] | None = None,
               time_budget_s: float | None = None,
-              policy: RetryPolicy | None = None) -> list[PackOutcome]:
+              policy: RetryPolicy | None = None,
+              writer: Callable[[], Any] | None = None) -> list[PackOutcome]:
     """Run the packs as Ray Tune experiments (one Tune trial per pack) and wait for them.
 
-    Packs lost to infrastructure faults run again in a new Tune run after the policy's backoff
+    With ``writer`` (a callable returning a :class:`search.writer.TraceWriter` actor), packs get
+    only a :class:`search.writer.HandOffSink` to it, never ``sink`` itself. Packs lost to infrastructure faults run again in a new Tune run after the policy's backoff
     (``max_failures`` bounds the retries of unknown errors); ``on_pack_done`` is called once per
     pack, with its final outcome."""
     if not jobs:
         return []
+    if writer is not None:
+        sink = HandOffSink(writer())
     policy = policy or RetryPolicy(max_unknown=max_failures)
     started = time.monotonic()
     final: dict[str, PackOutcome] = {}
