@@ -17,13 +17,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.cluster import cluster_shape
+from search.cluster import cluster_shape, joined_nodes
 from search.execution import PackOutcome, load_job_task, run_packs
 from search.faults import ResourceUnsatisfiable, RetryPolicy
 from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
 from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
                              select_configurations, test_plans, trial_plans)
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
+from search.resources import resource_problem
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
 from search.writer import HandOffSink, start_writer
@@ -206,7 +207,7 @@ class _Run:
 
     def run(self) -> SearchSummary:
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
-        check_resources(self.spec, gpus_per_pack=self.pack_plan().gpus_per_pack)
+        check_resources(self.spec)
         pending, known_numbers, next_number = self.resume()
         self.emit()
         n_failed = 0
@@ -398,32 +399,17 @@ class _TaskRef:
     data: dict | None = None
 
 
-def cluster_capacity() -> list[dict[str, float]]:
-    """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
-    import ray
-
-    return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
-            for n in ray.nodes() if n.get("Alive", True)]
-
-
-def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None, *,
-                    gpus_per_pack: float | None = None) -> None:
-    """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
-    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node
-    (``gpus_per_pack``: the planned value, for a spec that says ``auto``)."""
-    nodes = cluster_capacity() if nodes is None else nodes
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None) -> None:
+    """Raise :class:`ResourceUnsatisfiable` when no node of the cluster (``nodes``, default: the
+    alive nodes of the Ray cluster this process joined) can ever hold one pack
+    (:func:`search.resources.resource_problem`)."""
     ex = spec.execution
-    if gpus_per_pack is not None or ex.gpus_per_pack == "auto":
-        ex = ex.model_copy(update={"gpus_per_pack": gpus_per_pack or 0.0})
-    if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
-        return
-    max_cpu = max((n["CPU"] for n in nodes), default=0)
-    max_gpu = max((n["GPU"] for n in nodes), default=0)
-    if ex.gpus_per_pack > max_gpu:
-        raise ResourceUnsatisfiable(f"execution.gpus_per_pack={ex.gpus_per_pack:g}: no node of the Ray "
-                                    f"cluster has that many GPUs (most on one node: {max_gpu:g})")
-    raise ResourceUnsatisfiable(f"execution.cpus_per_pack={ex.cpus_per_pack:g}: no node of the Ray "
-                                f"cluster has that many CPUs (most on one node: {max_cpu:g})")
+    if nodes is None:
+        nodes = joined_nodes() or []
+    problem = resource_problem(nodes,
+                               cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack)
+    if problem is not None:
+        raise ResourceUnsatisfiable(str(problem))
 
 
 def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,
