@@ -42,6 +42,10 @@ class SearchProgress:
     eta_s: float | None
     dashboard_url: str | None
     elapsed_s: float
+    #: connecting (to Ray) | starting (planning, Tune starting packs) | waiting for resources
+    #: (packs wait for CPUs/GPUs another holds, none of this run's running) | running
+    phase: str = "starting"
+    packs_running: int = 0
 
 
 @dataclass
@@ -125,6 +129,8 @@ class _Run:
         self.packs_done = 0
         self.best: dict | None = None
         self.cancelled = False
+        self.phase = "connecting"
+        self.packs_running = 0
 
     # -- progress ----------------------------------------------------------------------
     def emit(self) -> None:
@@ -135,7 +141,13 @@ class _Run:
         if self.done and self.done < self.total:
             eta = elapsed / self.done * (self.total - self.done)
         self.progress_cb(SearchProgress(self.total, self.done, self.packs_total, self.packs_done,
-                                        self.best, eta, self.dashboard_url, elapsed))
+                                        self.best, eta, self.dashboard_url, elapsed, self.phase, self.packs_running))
+
+    def on_activity(self, running: int, waiting: int) -> None:
+        """Tune's view of the round: packs running, packs waiting for resources."""
+        self.packs_running = running
+        self.phase = "running" if running else ("waiting for resources" if waiting else "starting")
+        self.emit()
 
     def consider_best(self, number: int, value: float | None, params: dict, variant: str) -> None:
         if value is None or not np.isfinite(value):
@@ -206,9 +218,11 @@ class _Run:
                           pack_size=explicit, member_bytes=self._member_bytes)
 
     def run(self) -> SearchSummary:
+        self.emit()
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
         check_resources(self.spec)
         pending, known_numbers, next_number = self.resume()
+        self.phase = "starting"
         self.emit()
         n_failed = 0
         budget = self.spec.execution.time_budget_s
@@ -329,8 +343,10 @@ class _Run:
                 cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
                 max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
                 name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry,
+                on_activity=self.on_activity)
         finally:
+            self.phase, self.packs_running = "starting", 0
             if writer is not None:
                 self.store_failures(writer)
         failed = 0

@@ -168,3 +168,33 @@ def test_a_real_dashboard_reports_the_local_ray(ray_local):
     if not ray_local:
         pytest.skip("Ray runs headless here (no dashboard)")
     assert dashboard_nodes(ray_local) == [{"CPU": 2.0, "GPU": 0.0}]
+
+
+def test_the_phase_is_shown_by_the_api_the_cli_and_the_ui(sqlite_url, tmp_path):
+    """A running experiment's phase, as the runner records it, in every view (a finished one has none)."""
+    import io
+
+    from rich.console import Console
+
+    from service.client import render_experiment
+    from service.store import Store
+
+    store = Store(sqlite_url)
+    exp_id = store.create_experiment("fit", SPEC, n_trials_total=1)
+    assert store.claim_experiment("r1").id == exp_id
+    store.set_progress(exp_id, total=1, done=0, phase="waiting for resources", packs_running=0)
+    settings = Settings(database_url=sqlite_url, data_dir=tmp_path / "data", api_token=None)
+    with TestClient(create_app(settings)) as client:
+        out = client.get(f"/api/v1/experiments/{exp_id}").json()
+        assert (out["progress"]["phase"], out["progress"]["packs_running"]) == ("waiting for resources", 0)
+        assert "waiting for resources" in client.get(f"/ui/partials/experiments/{exp_id}/summary").text
+        store.set_progress(exp_id, total=1, done=0, phase="running", packs_running=2)
+        from service.api.schemas import ExperimentOut
+
+        text = io.StringIO()
+        render_experiment(ExperimentOut.model_validate(client.get(f"/api/v1/experiments/{exp_id}").json()),
+                          Console(file=text, width=120))
+        assert any(line.split() == ["phase", "running", "2", "packs"] for line in text.getvalue().splitlines())
+        assert "running 2 packs" in client.get(f"/ui/partials/experiments/{exp_id}/summary").text
+        store.finish_experiment(exp_id, "succeeded")
+        assert client.get(f"/api/v1/experiments/{exp_id}").json()["progress"]["phase"] is None
