@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.faults import RetryPolicy, call_with_retry, reason
-from service.runner_callbacks import CancelProbe, ProgressRecorder, attr, record_phase
+from service.runner_callbacks import CancelProbe, ProgressRecorder, attr, record_phase, record_summary
 from service.settings import Settings
 
 log = logging.getLogger("rnnhpo.runner")
@@ -267,7 +267,7 @@ class Runner:
             return "failed"
         if hb.lost.is_set():
             return "lost"  # another runner owns it now: leave its row alone
-        self._record_summary(exp_id, summary)
+        record_summary(self.store, exp_id, summary)
         if attr(summary, "cancelled", False):
             return self._cancelled(exp_id)
         total = attr(summary, "trials_total", 0) or 0
@@ -348,14 +348,6 @@ class Runner:
 
     def _progress_cb(self, exp_id: str) -> Callable[[Any], None]:
         return ProgressRecorder(self, exp_id)
-
-    def _record_summary(self, exp_id: str, summary) -> None:
-        try:
-            self.store.set_progress(exp_id, total=int(attr(summary, "trials_total", 0) or 0),
-                                    done=int(attr(summary, "trials_done", 0) or 0),
-                                    best=attr(summary, "best", None))
-        except Exception:  # noqa: BLE001
-            log.exception("experiment %s: final set_progress failed", exp_id)
 
 
 def _reasons(failures: dict[str, int], limit: int = 5) -> str:

@@ -1,5 +1,6 @@
 """The callables the runner hands to the search driver: the cancel probe and the progress
-recorder. Ray Tune pickles them into its experiment state, so they pickle to inert no-ops."""
+recorder (Ray Tune pickles them into its experiment state, so they pickle to inert no-ops); and
+the progress the runner records itself, before the driver starts and after it ends."""
 
 from __future__ import annotations
 
@@ -100,3 +101,12 @@ def record_phase(store, view, phase: str) -> None:
                            done=int(attr(view, "n_trials_done", 0) or 0), phase=phase)
     except Exception:  # noqa: BLE001 - progress is best effort
         log.exception("experiment %s: set_progress failed", attr(view, "id"))
+
+
+def record_summary(store, exp_id: str, summary) -> None:
+    """The driver's final counts and best trial, best effort."""
+    try:
+        store.set_progress(exp_id, total=int(attr(summary, "trials_total", 0) or 0),
+                           done=int(attr(summary, "trials_done", 0) or 0), best=attr(summary, "best", None))
+    except Exception:  # noqa: BLE001 - progress is best effort
+        log.exception("experiment %s: final set_progress failed", exp_id)
