@@ -43,12 +43,16 @@ def _alive_nodes() -> list[dict[str, Any]]:
 
 def joined_nodes() -> list[dict[str, float]] | None:
     """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined; None
-    when this process has no Ray (Ray is not imported for the question)."""
+    when this process has no Ray (Ray is not imported for the question) or Ray does not answer."""
     ray = sys.modules.get("ray")
     if ray is None or not ray.is_initialized():
         return None
+    try:
+        nodes = _alive_nodes()
+    except Exception:  # noqa: BLE001 - Ray still starting, or going away: not known
+        return None
     return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
-            for n in _alive_nodes()]
+            for n in nodes]
 
 
 @functools.lru_cache(maxsize=1)
