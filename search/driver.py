@@ -9,6 +9,7 @@ node can ever satisfy raises :class:`~search.faults.ResourceUnsatisfiable` namin
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -28,6 +29,8 @@ from search.resources import resource_problem
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
 from search.writer import HandOffSink, start_writer
+
+log = logging.getLogger("rnnhpo.search")
 
 FINISHED = ("completed", "diverged", "pruned")
 
@@ -116,8 +119,6 @@ class _Run:
         self.dashboard_url: str | None = None
         self._cluster: ClusterShape | None = None
         self._member_bytes = 0.0
-        #: hand results to a writer actor (default: when packs hold GPUs)
-        self.hand_off: bool | None = None
         self.kind = task_kind(spec)
         self.directions = spec.objective_directions(self.kind)
         self.studies = [VariantStudy(spec, i, self.directions) for i, v in enumerate(spec.variants)
@@ -131,6 +132,8 @@ class _Run:
         self.cancelled = False
         self.phase = "connecting"
         self.packs_running = 0
+        #: the run's writer actor: packs hand their results to it (started with the first round)
+        self.writer = None
 
     # -- progress ----------------------------------------------------------------------
     def emit(self) -> None:
@@ -220,6 +223,16 @@ class _Run:
     def run(self) -> SearchSummary:
         self.emit()
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
+        try:
+            return self.search()
+        finally:
+            if self.writer is not None:
+                import ray
+
+                ray.kill(self.writer)
+                self.writer = None
+
+    def search(self) -> SearchSummary:
         check_resources(self.spec)
         pending, known_numbers, next_number = self.resume()
         self.phase = "starting"
@@ -336,10 +349,11 @@ class _Run:
 
         remaining = None if budget is None else max(1.0, budget - (time.monotonic() - self.started))
         self.rounds += 1
-        writer = start_writer(self.sink) if (plan.on_gpu if self.hand_off is None else self.hand_off) else None
+        if self.writer is None:
+            self.writer = start_writer(self.sink, self.retry)
         try:
             outcomes = run_packs(
-                jobs, HandOffSink(self.sink, writer) if writer else self.sink,
+                jobs, HandOffSink(self.writer),
                 cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
                 max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
                 name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
@@ -347,33 +361,38 @@ class _Run:
                 on_activity=self.on_activity)
         finally:
             self.phase, self.packs_running = "starting", 0
-            if writer is not None:
-                self.store_failures(writer)
+            self.store_failures()
         failed = 0
         if self.should_cancel and self.should_cancel():
             self.cancelled = True
         states = self.sink.trial_states()
         for job, outcome in zip(jobs, outcomes):
-            if outcome.ok or self.cancelled:
+            if self.cancelled:
                 continue
             for trial_id, number in zip(job.trial_ids, job.trial_numbers):
                 status = states.get(number, {}).get("status")
                 if status not in FINISHED:
-                    why = outcome.error or "pack failed"
+                    why = (outcome.error or "pack failed") if not outcome.ok else \
+                        "the pack finished but its result was not stored (writer lost)"
                     if status != "failed":
                         self.sink.trial_failed(trial_id, why)
                     self.failures[why] += 1
                     failed += 1
         return failed
 
-    def store_failures(self, writer) -> None:
+    def store_failures(self) -> None:
         """Wait for the writer to store every handed-off result; trials it could not store fail
         (with the reason), so a resume runs them again."""
         import ray
 
-        for trial_id, why in ray.get(writer.drain.remote()).items():
+        try:
+            failed = ray.get(self.writer.drain.remote())
+        except Exception:  # noqa: BLE001 - the writer died: what it held is found missing by execute
+            log.exception("the result writer was lost; the next round starts a new one")
+            self.writer = None
+            return
+        for trial_id, why in failed.items():
             self.sink.trial_failed(trial_id, why)
-        ray.kill(writer)
 
     def pareto(self) -> list[dict]:
         if len(self.spec.search.objectives) < 2:

@@ -23,6 +23,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -58,26 +59,35 @@ def resolve_device(requested: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-_TASK_CACHE: dict[str, Any] = {}
+#: tasks a worker process keeps (a long-lived worker serves many packs and experiments)
+TASK_CACHE_SIZE = 8
+_TASK_CACHE: OrderedDict[str, Any] = OrderedDict()
 
 
 def load_job_task(job: PackJob):
-    """Load (and cache per worker process) the task a pack trains on."""
+    """Load the task a pack trains on, cached per worker process (the last few, least recently
+    used dropped first), so the packs a warm worker runs share one copy of the data."""
     import json
 
     from trainer.tasks import load_task
 
     key = json.dumps([job.dataset, job.fold, job.data], sort_keys=True, default=str)
-    if key not in _TASK_CACHE and job.data is not None:
-        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
-    if key not in _TASK_CACHE:
+    if key in _TASK_CACHE:
+        _TASK_CACHE.move_to_end(key)
+        return _TASK_CACHE[key]
+    if job.data is not None:
+        task = load_task(job.dataset["name"], seed=job.data["seed"], **job.data["options"])
+    else:
         options = dict(job.dataset.get("options") or {})
         if job.dataset.get("framing"):
             options["framing"] = job.dataset["framing"]
         if job.fold is not None:
             options.update(fold=job.fold, n_folds=job.dataset["cv_folds"])
-        _TASK_CACHE[key] = load_task(job.dataset["name"], seed=job.dataset.get("split_seed", 0), **options)
-    return _TASK_CACHE[key]
+        task = load_task(job.dataset["name"], seed=job.dataset.get("split_seed", 0), **options)
+    _TASK_CACHE[key] = task
+    while len(_TASK_CACHE) > TASK_CACHE_SIZE:
+        _TASK_CACHE.popitem(last=False)
+    return task
 
 
 def successive_halving(job: PackJob) -> Callable[[int, dict[str, np.ndarray]], Iterable[int]] | None:
@@ -111,9 +121,30 @@ def _is_rung(epochs_done: int, grace: int, factor: int) -> bool:
     return rung == epochs_done
 
 
+#: Points of a trial's stored weight path (``extra.weight_path``; the first and last always kept).
+MAX_PATH_POINTS = 200
+
+
+def _decimated(path: dict[str, np.ndarray], n: int) -> dict[str, list]:
+    """At most ``n`` evenly spaced rows of a weight path (first and last kept), as lists."""
+    length = len(path.get("step", ()))
+    idx = np.unique(np.linspace(0, length - 1, min(n, length)).round().astype(int)) if length else []
+    return {k: np.asarray(v)[idx].tolist() for k, v in path.items()}
+
+
+def job_probe_meta(job: PackJob) -> dict[str, list]:
+    """The raw x and the noiseless target of the probe of the task a pack trained on."""
+    return load_job_task(job).meta["probe"]
+
+
 def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecord:
     """The stored record of one member. In a selection pack the task's "test" part is the
-    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty."""
+    validation part: its metric is stored as ``val_metric`` and ``test_metric`` stays empty.
+
+    ``extra`` keeps the member's W_out path (norm and sparsity at 1e-5, 1e-3, 1e-2 after every
+    epoch, at most ``MAX_PATH_POINTS`` rows) and, for a test-role member of a task with a probe
+    (``funcapprox``), its output on the probe grid (``probe``: x, noiseless target, y_hat), so
+    the service draws fitted curves (Fig. 3a) from stored numbers without model weights."""
     diagnostics = dict(member.diagnostics)
     if diagnostics.get("diverged"):
         status = "diverged"
@@ -123,7 +154,12 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
         status = "completed"
     final = {k: float(v) for k, v in member.final.items()}
     epochs = {k: np.asarray(v) for k, v in member.epochs.items()}
-    extra = {"role": job.role, "pack_composition": job.extra.get("composition")}
+    extra = {"role": job.role, "pack_composition": job.extra.get("composition"),
+             "weight_path": _decimated(member.weight_path, MAX_PATH_POINTS)}
+    if member.probe is not None and job.role != "select":
+        meta = job_probe_meta(job)
+        extra["probe"] = {"x": meta["x"], "y_true": meta["y_true"],
+                          "y_hat": np.asarray(member.probe, dtype=float)[:, 0].tolist()}
     if job.role == "select":
         final["val_metric"] = final.pop("test_metric")
         extra["epoch_test_metric_is"] = "validation"
@@ -174,19 +210,21 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
         return {"members": job.size, "error": why, "error_kind": "deterministic"}
     storing = time.perf_counter()
     best_value, best_trial = None, None
-    for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
-        record = member_record(member, result, job, attempt)
-        store(sink.record_trial, trial_id, record)
-        if attempt < job.inject_failures and index == 0:
-            if job.extra.get("inject_mode") == "exit":
-                os._exit(13)  # the worker process dies as if killed
-            raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
-        value = record.final.get(job.objective)
-        if value is not None and np.isfinite(value) and not member.diverged:
-            if best_value is None or (value > best_value if job.maximize else value < best_value):
-                best_value, best_trial = float(value), trial_id
-    if hasattr(sink, "flush"):  # a hand-off sink: the writer stores them after this pack is released
-        store(sink.flush)
+    try:
+        for index, (member, trial_id) in enumerate(zip(result.members, job.trial_ids)):
+            record = member_record(member, result, job, attempt)
+            store(sink.record_trial, trial_id, record)
+            if attempt < job.inject_failures and index == 0:
+                if job.extra.get("inject_mode") == "exit":
+                    os._exit(13)  # the worker process dies as if killed
+                raise RuntimeError(f"injected failure in pack {job.pack_id} (attempt {attempt})")
+            value = record.final.get(job.objective)
+            if value is not None and np.isfinite(value) and not member.diverged:
+                if best_value is None or (value > best_value if job.maximize else value < best_value):
+                    best_value, best_trial = float(value), trial_id
+    finally:
+        if hasattr(sink, "flush"):  # a hand-off sink: what was recorded goes to the writer, even on failure
+            store(sink.flush)
     return {"members": job.size, "best_value": best_value, "best_trial_id": best_trial,
             "wall_time": float(result.wall_time), "setup_s": trained - started,
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}

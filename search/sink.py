@@ -1,8 +1,9 @@
 """The one reporting interface results travel up through.
 
 The search layer never talks to a database: the caller (the service, or a test) hands it a
-:class:`ResultSink`. ``record_trial`` is called inside Ray workers, so a sink must be picklable
-(hold a URL, not a connection) and safe to call from several processes at once.
+:class:`ResultSink`. The sink is used by the driver and by one writer actor per round on the
+driver's node (:mod:`search.writer`), never inside the packs, so it must be picklable (hold a URL,
+not a connection) and safe to call from several threads at once.
 
 Traces travel as whole numpy arrays per trial, written once per trial in bulk; they never pass
 through per-iteration ``tune.report`` calls.

@@ -1,15 +1,16 @@
-"""Storage off the accelerator's critical path: packs hand their results to a writer.
+"""Storage off the packs' critical path: packs hand their results to one writer per round.
 
-A GPU pack that wrote its members' traces itself would hold its GPU for the whole write. With a
-:class:`HandOffSink`, ``record_trial`` only buffers; at the end of the pack ``flush`` hands the
-buffered records to the :class:`TraceWriter` actor (no GPU, no CPU reserved, on the driver's node)
-and returns as soon as the writer holds them, so the pack -- and its GPU -- is released while the
-writer stores them through the real sink in the background, with one small connection pool.
-The driver calls :meth:`TraceWriter.drain` after each round: it waits for the queue to empty and
-returns the trials whose write failed (the driver marks them failed; a resume re-runs them).
-
-``pack_started`` and ``trial_failed`` stay synchronous: they are small, and the attempt number
-comes back from the database.
+Packs never hold a database connection, nor its URL: every pack gets a :class:`HandOffSink`,
+which carries only the handle of a :class:`TraceWriter` actor (no GPU, no CPU reserved, on the
+driver's node). ``record_trial`` buffers in the pack; at the end of the pack ``flush`` hands the
+buffer to the writer and returns as soon as the writer holds it, so the pack -- and its CPU or
+GPU -- is released while the writer stores the records through the real sink in the background.
+``pack_started`` and ``trial_failed`` are small and synchronous (the attempt number comes back
+from the database). The writer retries every store on infrastructure faults with the run's
+:class:`~search.faults.RetryPolicy` (backoff within a time budget), from the records it holds:
+nothing is retrained. The driver calls :meth:`TraceWriter.drain` after each round: it waits for
+the queue to empty and returns the trials whose write failed for good (the driver marks them
+failed; a resume re-runs them).
 """
 
 from __future__ import annotations
@@ -19,24 +20,38 @@ import queue
 import threading
 from typing import Any
 
-from search.sink import ResultSink, TrialPlan, TrialRecord
+from search.faults import RetryPolicy, call_with_retry, reason
+from search.sink import ResultSink, TrialRecord
 
 log = logging.getLogger("rnnhpo.search")
 
-#: Records the writer may hold before a pack's hand-off waits (back-pressure).
+#: Packs' records the writer may hold before a hand-off waits (back-pressure).
 WRITER_QUEUE_PACKS = 64
 
 
 class TraceWriter:
-    """Stores handed-off records through ``sink`` in one background thread (a Ray actor)."""
+    """Stores what packs hand over through ``sink``, records in one background thread (a Ray actor)."""
 
-    def __init__(self, sink: ResultSink):
+    def __init__(self, sink: ResultSink, policy: RetryPolicy | None = None):
         self.sink = sink
+        self.policy = policy or RetryPolicy()
         self.queue: queue.Queue = queue.Queue(maxsize=WRITER_QUEUE_PACKS)
         self.failed: dict[int, str] = {}
         self.written = 0
         self._thread = threading.Thread(target=self._loop, name="rnnhpo-trace-writer", daemon=True)
         self._thread.start()
+
+    def _retried(self, what: str, fn, *args):
+        return call_with_retry(lambda: fn(*args), self.policy, on_retry=lambda exc, wait: log.warning(
+            "%s failed (%s); retrying in %.1f s", what, reason(exc), wait))
+
+    def pack_started(self, trial_ids, pack_id, attempt, device, placement=None) -> int | None:
+        """The sink's ``pack_started`` (the attempt number as the database counts it)."""
+        return self._retried(f"pack {pack_id}: marking started", self.sink.pack_started,
+                             trial_ids, pack_id, attempt, device, placement)
+
+    def trial_failed(self, trial_id: int, error: str) -> None:
+        self._retried(f"trial {trial_id}: marking failed", self.sink.trial_failed, trial_id, error)
 
     def hand_off(self, records: list[tuple[int, TrialRecord]]) -> int:
         """Take a pack's records (returns when queued, not when written)."""
@@ -49,12 +64,12 @@ class TraceWriter:
             try:
                 for trial_id, record in records:
                     try:
-                        self.sink.record_trial(trial_id, record)
+                        self._retried(f"trial {trial_id}: storing", self.sink.record_trial, trial_id, record)
                         self.written += 1
                         self.failed.pop(trial_id, None)
                     except Exception as exc:  # noqa: BLE001 - reported by drain, never lost silently
-                        log.exception("writing trial %s failed", trial_id)
-                        self.failed[trial_id] = f"storing the result failed: {type(exc).__name__}: {exc}"
+                        log.exception("storing trial %s failed", trial_id)
+                        self.failed[trial_id] = f"storing the result failed: {reason(exc)}"
             finally:
                 self.queue.task_done()
 
@@ -69,37 +84,31 @@ class TraceWriter:
 
 
 class HandOffSink:
-    """A :class:`~search.sink.ResultSink` for packs: results go to the writer, the rest direct."""
+    """What a pack gets as its sink: the writer's handle and the pack's buffer, no connection."""
 
-    def __init__(self, sink: ResultSink, writer):
-        self.sink, self.writer = sink, writer
+    def __init__(self, writer):
+        self.writer = writer
         self._buffer: list[tuple[int, TrialRecord]] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"sink": self.sink, "writer": self.writer}
+        return {"writer": self.writer}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.sink, self.writer = state["sink"], state["writer"]
-        self._buffer = []
-
-    def register_trials(self, plans: list[TrialPlan]) -> dict[int, int]:
-        return self.sink.register_trials(plans)
-
-    def finished_trials(self) -> dict[int, dict[str, Any]]:
-        return self.sink.finished_trials()
-
-    def trial_states(self) -> dict[int, dict[str, Any]]:
-        return self.sink.trial_states()
+        self.writer, self._buffer = state["writer"], []
 
     def pack_started(self, trial_ids, pack_id, attempt, device, placement=None):
+        import ray
+
         self._buffer = []
-        return self.sink.pack_started(trial_ids, pack_id, attempt, device, placement)
+        return ray.get(self.writer.pack_started.remote(trial_ids, pack_id, attempt, device, placement))
 
     def record_trial(self, trial_id: int, record: TrialRecord) -> None:
         self._buffer.append((int(trial_id), record))
 
     def trial_failed(self, trial_id: int, error: str) -> None:
-        self.sink.trial_failed(trial_id, error)
+        import ray
+
+        ray.get(self.writer.trial_failed.remote(trial_id, error))
 
     def flush(self) -> None:
         """Hand the pack's buffered records to the writer; returns once the writer holds them."""
@@ -110,12 +119,12 @@ class HandOffSink:
             ray.get(self.writer.hand_off.remote(records))
 
 
-def start_writer(sink: ResultSink):
+def start_writer(sink: ResultSink, policy: RetryPolicy | None = None):
     """A :class:`TraceWriter` actor on this (the driver's) node, reserving no CPU or GPU."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
-    actor = ray.remote(num_cpus=0, max_concurrency=4)(TraceWriter)
+    actor = ray.remote(num_cpus=0, max_concurrency=8)(TraceWriter)
     return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-                         name=f"rnnhpo-writer-{getattr(sink, 'experiment_id', 'run')}-{id(sink):x}").remote(sink)
+                         name=f"rnnhpo-writer-{getattr(sink, 'experiment_id', 'run')}-{id(sink):x}").remote(sink, policy)

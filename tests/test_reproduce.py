@@ -59,3 +59,74 @@ def test_verdicts_on_known_differences():
     # the closed form (10 steps) is below the steps taken (100): testable, and 0 < half the paper's
     assert sp["verdict"] == "not reproduced"
     assert rep["rows"][2]["n"] == 12  # the selection trial (number 5) is not counted
+
+
+@pytest.mark.slow
+def test_reproduce_fig3_json_and_figures(ray_local, tmp_path):
+    db = f"sqlite:///{tmp_path / 'f.db'}"
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(app, ["reproduce", "fig3", "--seeds", "2", "--splits", "2", "--epochs", "30",
+                                      "--json", "--db", db, "--plots-dir", str(plots)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    (rep,) = json.loads(result.stdout)["reports"]
+    rows = {r["variant"]: r for r in rep["rows"]}
+    assert list(rows) == ["RNN", "LSTM", "GRU", "L1-GRU", "L2-GRU", "SL1-GRU"]
+    assert all(r["n"] == 4 and r["steps"] == 30 for r in rows.values())  # full batch: one step per epoch
+    assert all(r["test_mean"] is not None and r["test_mean"] > 0 for r in rows.values())
+    assert rows["SL1-GRU"]["reference"] == "GRU" and rows["SL1-GRU"]["paired"]["n"] == 4
+    assert rows["GRU"]["step_size_bound"] is None and rows["GRU"]["step_size_note"].startswith("n/a")
+    claims = {c["claim"]: c for c in rep["claims"]}
+    assert set(c["verdict"] for c in claims.values()) <= {"reproduced", "not reproduced", "not testable"}
+    sparsity = next(c for c in claims.values() if c.get("variant") == "SL1-GRU" and "sparsity" in c["claim"])
+    assert sparsity["verdict"] == "not testable" and "fewer than 2000" in sparsity["reason"]
+    assert sparsity["steps_needed"] > 1e5
+    for name in ("fig3a_curves.png", "fig3b_sparsity.png"):
+        png = (plots / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 30_000, name
+    assert sorted(rep["plots"]) == sorted(str(plots / n) for n in ("fig3a_curves.png", "fig3b_sparsity.png"))
+
+
+def test_fig3_data_from_stored_extras():
+    """Fig. 3a/3b data come from each test trial's stored probe outputs and W_out path; selection
+    trials and failed ones are left out; the sparsity after 2000 iterations is the first row past it."""
+    from types import SimpleNamespace
+
+    from service.reports.fig3 import fitted_curves, sparsity_at, sparsity_paths
+
+    def view(number, variant, y_hat, status="completed"):
+        path = {"step": [0, 1000, 2000, 3000], "w_out_norm": [1, 1, 1, 1],
+                "sparsity_out_1e-05": [0, 0.1, 0.2, 0.3], "sparsity_out_0.001": [0, 0.2, 0.4, 0.6],
+                "sparsity_out_0.01": [0, 0.3, 0.6, 0.9]}
+        return SimpleNamespace(number=number, variant=variant, status=status,
+                               extra={"weight_path": path, "probe": {"x": [0, 1], "y_true": [8, 9], "y_hat": y_hat}})
+
+    views = [view(TEST_NUMBER_BASE, "GRU", [1.0, 2.0]), view(TEST_NUMBER_BASE + 1, "GRU", [3.0, None]),
+             view(3, "GRU", [100.0, 100.0]), view(TEST_NUMBER_BASE + 2, "GRU", [50.0, 50.0], status="failed")]
+    x, y_true, fits = fitted_curves(views)
+    assert x == [0, 1] and y_true == [8, 9]
+    assert fits["GRU"].shape == (2, 2) and fits["GRU"][0].tolist() == [1.0, 2.0] and fits["GRU"][1, 1] != fits["GRU"][1, 1]
+    steps, data = sparsity_paths(views)["GRU"]
+    assert steps.tolist() == [0, 1000, 2000, 3000] and data["sparsity_out_0.01"].shape == (2, 4)
+    assert sparsity_at(views[0].extra["weight_path"], 2000)["sparsity_out_0.001"] == 0.4
+    assert sparsity_at(views[0].extra["weight_path"], 1500)["sparsity_out_1e-05"] == 0.2
+    assert sparsity_at(views[0].extra["weight_path"], 5000) is None
+
+
+@pytest.mark.slow
+def test_reproduce_table5_regression_json(ray_local, tmp_path):
+    db = f"sqlite:///{tmp_path / 't5.db'}"
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(app, ["reproduce", "table5", "--dataset", "diabetes", "--dataset", "boston",
+                                      "--seeds", "2", "--splits", "3", "--epochs", "2", "--json", "--db", db,
+                                      "--plots-dir", str(plots)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    reports = {r["dataset"]: r for r in json.loads(result.stdout)["reports"]}
+    assert sorted(reports) == ["boston", "diabetes"]
+    for name, rep in reports.items():
+        assert rep["metric"] == "mse"
+        rows = {r["variant"]: r for r in rep["rows"]}
+        assert all(r["n"] == 6 and r["test_mean"] > 0 for r in rows.values())
+        assert rows["SL1-GRU"]["paper_test"] == {"diabetes": 0.0528, "boston": 0.1446}[name]
+        claims = [c for c in rep["claims"] if "below GRU on test" in c["claim"]]
+        assert [c["variant"] for c in claims] == ["L1-GRU", "L2-GRU", "SL1-GRU"]
+        assert all((plots / name / f).stat().st_size > 10_000 for f in ("learning_curves.png", "convergence.png"))

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from search.sink import TrialRecord
-from search.writer import TraceWriter
+from search.faults import RetryPolicy
+from search.writer import HandOffSink, TraceWriter, start_writer
 
 
 def record(n: int = 5) -> TrialRecord:
@@ -18,15 +19,21 @@ def record(n: int = 5) -> TrialRecord:
 
 
 class SlowSink:
-    def __init__(self, fail: set[int] = frozenset()):
+    def __init__(self, fail: set[int] = frozenset(), flaky: int = 0):
         self.stored: list[int] = []
-        self.fail = fail
+        self.fail, self.flaky = fail, flaky
 
     def record_trial(self, trial_id, rec):
         time.sleep(0.05)
         if trial_id in self.fail:
-            raise OSError("database unreachable")
+            raise ValueError("this record cannot be stored")
+        if self.flaky:
+            self.flaky -= 1
+            raise ConnectionError("database unreachable")
         self.stored.append(trial_id)
+
+
+FAST_RETRY = RetryPolicy(budget_s=5.0, base_s=0.01, max_delay_s=0.05)
 
 
 def test_hand_off_returns_before_the_write_and_drain_waits_for_it():
@@ -41,15 +48,41 @@ def test_hand_off_returns_before_the_write_and_drain_waits_for_it():
 
 
 def test_failed_writes_are_reported_once_by_drain():
-    writer = TraceWriter(SlowSink(fail={3}))
+    writer = TraceWriter(SlowSink(fail={3}), FAST_RETRY)
     writer.hand_off([(i, record()) for i in range(5)])
     failures = writer.drain()
-    assert list(failures) == [3] and "database unreachable" in failures[3]
+    assert list(failures) == [3] and "ValueError: this record cannot be stored" in failures[3]
     assert writer.drain() == {}
 
 
+def test_an_outage_is_retried_from_the_held_records():
+    sink = SlowSink(flaky=3)
+    writer = TraceWriter(sink, FAST_RETRY)
+    writer.hand_off([(i, record()) for i in range(4)])
+    assert writer.drain() == {}
+    assert sink.stored == [0, 1, 2, 3] and sink.flaky == 0
+
+
+def test_what_a_pack_receives_holds_no_database_url(sqlite_url):
+    """The sink pickled into every pack is the writer's handle, not the SQL sink."""
+    import pickle
+
+    import ray
+
+    from search.ray_runtime import ensure_ray
+    from service.sink import SqlResultSink
+
+    ensure_ray(num_cpus=2)
+    writer = start_writer(SqlResultSink(sqlite_url, "e1"))
+    try:
+        shipped = pickle.dumps(HandOffSink(writer))
+        assert sqlite_url.encode() not in shipped and b"SqlResultSink" not in shipped
+    finally:
+        ray.kill(writer)
+
+
 @pytest.mark.slow
-def test_a_search_with_hand_off_stores_every_trace(sqlite_url):
+def test_a_search_stores_every_trace_through_the_writer(sqlite_url):
     from search.driver import _Run
     from search.ray_runtime import ensure_ray
     from search.spec import ExperimentSpec
@@ -65,7 +98,6 @@ def test_a_search_with_hand_off_stores_every_trace(sqlite_url):
     store = Store(sqlite_url)
     exp = store.create_experiment(spec.name, spec.model_dump(mode="json"))
     run = _Run(spec, SqlResultSink(sqlite_url, exp), None, None, exp)
-    run.hand_off = True
     summary = run.run()
     assert summary.trials_done == spec.count_trials() == 6 and summary.n_failed == 0  # 4 selection + 2 test
     trials, total = store.list_trials(exp)

@@ -53,10 +53,17 @@ DIAGNOSTIC_KEYS: tuple[str, ...] = (
     "diverged",                 # loss became NaN/inf; the member stopped updating
     "diverged_at_step",         # step of divergence or -1
     "steps_to_sparsity",        # closed form: steps the penalty alone needs for median |W_out^0| < 1e-5
+    "step_size_bound",          # (A2): 2(1 + D4) / (lambda C + 4 D4 + 2 D5), None where not computable
+    "step_size_ok",             # (A2): 0 < eta < step_size_bound (None: n/a)
+    "step_size_note",           # how the constants were obtained, or why n/a
 )
 
 #: Extra sparsity thresholds reported beside eq. 42's 1e-5 (final keys sparsity_out_<t>, sparsity_all_<t>).
 SPARSITY_THRESHOLDS: tuple[float, ...] = (1e-5, 1e-3, 1e-2)
+
+#: Columns of ``MemberResult.weight_path``: W_out at initialisation and at the end of every epoch.
+WEIGHT_PATH_COLUMNS: tuple[str, ...] = ("step", "w_out_norm") + tuple(
+    f"sparsity_out_{eps:g}" for eps in SPARSITY_THRESHOLDS)
 
 
 @dataclass
@@ -70,6 +77,10 @@ class MemberResult:
     final: dict[str, float]
     diagnostics: dict[str, Any]
     weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: WEIGHT_PATH_COLUMNS -> array (1 + epochs trained): updates done (``step``), ||W_out||, sparsity
+    weight_path: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the member's output on ``Task.x_probe`` ``(P, n_outputs)``, or None
+    probe: np.ndarray | None = None
 
     @property
     def diverged(self) -> bool:

@@ -357,7 +357,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
             recorder.flush()
             close_epoch(epoch_rows, (tr_metric, te_metric, tr_loss, tr_pen), K=K, epoch=epoch, step=step,
                         t0=t0, on_epoch=on_epoch, stopped=(stopped_rows, stopped_epochs),
-                        active=state["active"])
+                        active=state["active"], w_out=st.flat[:, st.out_sl])
             epoch += 1
             if not bool(state["active"].any()):
                 break

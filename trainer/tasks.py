@@ -33,6 +33,9 @@ class Task:
     y_test: np.ndarray
     n_outputs: int
     meta: dict[str, Any] = field(default_factory=dict)
+    #: inputs ``(P, T, D)`` framed as ``x_*`` on which the trained models' outputs are recorded
+    #: (``meta["probe"]`` holds their first raw feature and the noiseless target), or None
+    x_probe: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for part in ("x_train", "x_test"):
@@ -43,6 +46,8 @@ class Task:
             raise ValueError(f"{self.name}: train and test differ in (T, D)")
         if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
             raise ValueError(f"{self.name}: inputs and targets differ in length")
+        if self.x_probe is not None and self.x_probe.shape[1:] != self.x_train.shape[1:]:
+            raise ValueError(f"{self.name}: x_probe must be (P, T, D) like x_train")
 
     @property
     def seq_len(self) -> int:

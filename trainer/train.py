@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from trainer.config import PackConfig
-from trainer.diagnostics import convergence_diagnostics, tail_start
+from trainer.diagnostics import convergence_diagnostics, step_size_condition, tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
 from trainer.regularizers import TIKHONOV_DENOM_FLOOR, Penalty, steps_to_threshold
-from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS, MemberResult,
-                            PackResult)
+from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS,
+                            WEIGHT_PATH_COLUMNS, MemberResult, PackResult)
 from trainer.tasks import Task
 from trainer.trace import SPARSITY_EPS, TraceRecorder, member_trace
 from trainer.weights import export_weights
@@ -111,6 +111,7 @@ class _Pack:
             self.grad_mask = torch.as_tensor(~lay.mask(("out",)), dtype=self.dtype, device=self.device)
         self.out_sl = lay.slice("W_out")
         self.median_out0 = self.flat[:, self.out_sl].abs().median(1).values.cpu().numpy()
+        self.w_out_path0 = w_out_stats(self.flat[:, self.out_sl]).cpu().numpy()
         self.tikhonov_init = self._tikhonov_feasibility() if self.penalty.has_tik else None
         wm = lay.mask(("in", "rec", "out"))
         self.weight_idx = torch.as_tensor(np.flatnonzero(wm), device=self.device)
@@ -121,6 +122,9 @@ class _Pack:
         ydt = torch.int64 if self.cls else self.dtype
         t = lambda a, dt: torch.as_tensor(np.asarray(a), dtype=dt, device=self.device)  # noqa: E731
         self.x_train, self.y_train = t(task.x_train, self.dtype), t(task.y_train, ydt)
+        self.x_probe = None if task.x_probe is None else t(task.x_probe, self.dtype)
+        self.max_input_norm = float(np.sqrt(np.square(np.asarray(task.x_train, dtype=np.float64)).sum(-1)).max()) \
+            if len(task.x_train) else 0.0
         self.x_test, self.y_test = t(task.x_test, self.dtype), t(task.y_test, ydt)
         self._x_all = None
         self.loss_kw = {"loss": config.loss, "reduction": config.reduction}
@@ -211,15 +215,24 @@ class _Pack:
 
 
 
+def w_out_stats(w_out: Tensor) -> Tensor:
+    """``(len(WEIGHT_PATH_STATS), K)``: ||W_out|| and the share of |W_out| below each threshold of
+    ``SPARSITY_THRESHOLDS`` (eq. 42's 1e-5, then 1e-3 and 1e-2), per member."""
+    a = w_out.abs()
+    return torch.stack([_rownorm(w_out)] + [(a < eps).to(w_out.dtype).mean(1) for eps in SPARSITY_THRESHOLDS])
+
+
 def close_epoch(epoch_rows: list, metrics, *, K: int, epoch: int, step: int, t0: float, on_epoch,
-                stopped: tuple[list, list], active) -> None:
-    """End an epoch (both engines): append its row (train/test metric, loss, wall time) and let
-    ``on_epoch`` stop members, recording the step and epoch each one stopped at."""
+                stopped: tuple[list, list], active, w_out: Tensor) -> None:
+    """End an epoch (both engines): append its row (train/test metric, loss, wall time, and the
+    W_out statistics of :func:`w_out_stats`) and let ``on_epoch`` stop members, recording the
+    step and epoch each one stopped at."""
     tr_metric, te_metric, tr_loss, tr_pen = metrics
-    host = torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)).cpu().numpy()
+    host = torch.cat((torch.stack((tr_metric, te_metric, tr_loss + tr_pen, tr_loss, tr_pen)),
+                      w_out_stats(w_out))).cpu().numpy()
     row = {"epoch": np.full(K, epoch, dtype=np.int64), "train_metric": host[0], "test_metric": host[1],
            "train_loss": host[2], "wall_time": np.full(K, time.perf_counter() - t0),
-           "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step)}
+           "_data_loss": host[3], "_penalty": host[4], "_steps": np.full(K, step), "_w_out": host[5:]}
     epoch_rows.append(row)
     if on_epoch is None:
         return
@@ -321,7 +334,8 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
         tr_pen, _ = st.penalty.value_and_grad(flat, need_grad=False)
         recorder.flush()
         close_epoch(epoch_rows, (tr_metric, te_metric, tr_loss, tr_pen), K=K, epoch=epoch, step=step,
-                    t0=t0, on_epoch=on_epoch, stopped=(stopped_rows, stopped_epochs), active=active)
+                    t0=t0, on_epoch=on_epoch, stopped=(stopped_rows, stopped_epochs), active=active,
+                    w_out=flat[:, st.out_sl])
         epoch += 1
         if not bool(active.any()):
             break
@@ -335,6 +349,7 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
               stopped_rows, stopped_epochs, total_steps, wall) -> PackResult:
     stats, steps = recorder.arrays()
     flat_np = st.flat.detach().cpu().to(torch.float64).numpy()
+    probe = _probe_outputs(st)
     members = []
     for k, mc in enumerate(config.members):
         if diverged[k]:
@@ -393,8 +408,38 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             rho_end = float(st.penalty.tikhonov_rho_h(st.flat)[k].item())
             diagnostics.update(tikhonov_rho_h_init=float(st.tikhonov_init["rho_h"][k]), tikhonov_rho_h_final=rho_end,
                                tikhonov_feasible_init_scale=float(st.tikhonov_init["feasible_init_scale"][k]))
+        path = _weight_path(st, rows, k)
+        diagnostics.update(step_size_condition(
+            family=config.family, reg=mc.reg, optimizer=config.optimizer, loss=config.loss,
+            task_kind=st.task.kind, reduction=config.reduction, lr=mc.lr, lam=mc.lam, alpha=mc.alpha,
+            n_train=st.x_train.shape[0], full_batch=st.full_batch, max_input_norm=st.max_input_norm,
+            hidden=config.hidden, max_w_out_norm=float(np.nanmax(path["w_out_norm"]))))
         assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
         members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
-                                    diagnostics=diagnostics, weights=export_weights(st.family, w)))
+                                    diagnostics=diagnostics, weights=export_weights(st.family, w),
+                                    weight_path=path, probe=None if probe is None else probe[k]))
     return PackResult(members=members, wall_time=wall, device=str(st.device), family=config.family,
                       pack_size=st.K)
+
+
+def _weight_path(st: _Pack, rows: list[dict], k: int) -> dict[str, np.ndarray]:
+    """Member k's W_out statistics at initialisation and after every epoch it trained (see
+    :data:`trainer.result.WEIGHT_PATH_COLUMNS`)."""
+    stats = np.stack([st.w_out_path0[:, k]] + [r["_w_out"][:, k] for r in rows])
+    out = {"step": np.asarray([0] + [int(r["_steps"][k]) for r in rows], dtype=np.int64)}
+    for i, col in enumerate(WEIGHT_PATH_COLUMNS[1:]):
+        out[col] = stats[:, i]
+    return out
+
+
+@torch.no_grad()
+def _probe_outputs(st: _Pack) -> np.ndarray | None:
+    """Every member's output on ``task.x_probe`` ``(K, P, n_outputs)``, in the target's units
+    (a scaled target is scaled back), or None when the task has no probe."""
+    if st.x_probe is None:
+        return None
+    out = st.family.forward(st.p, st.x_probe)[0].detach().to(torch.float64).cpu().numpy()
+    meta = st.task.meta or {}
+    if meta.get("target_scaled"):
+        out = out * np.asarray(meta["target_std"]) + np.asarray(meta["target_mean"])
+    return out

@@ -1,8 +1,10 @@
 """What each figure shows: which trials a plot uses and how they aggregate (the API's PNG routes,
 ``rnnhpo run``'s saved plots and the pages all call these; drawing is :mod:`service.plots`).
 
-- :func:`curves`: per variant, the traces of its best configuration (by the mean of the first
-  objective over its seeds) or of every completed trial, cut to a common length;
+- :func:`chosen_trials` / :func:`curves`: per variant, the trials a curve draws -- the final test
+  evaluation of its selected configuration(s) when the search has one, never mixed with the
+  selection trials that scored configurations on validation data (``mode="all"`` draws both,
+  labelled per phase) -- and their traces cut to a common length;
 - :func:`grid_cells`: a final metric aggregated over (x, y) hyperparameter cells;
 - :func:`pareto_points`: (x, y) per configuration (mean over its seeds) or per trial;
 - :func:`objectives`: the search's objectives and their resolved directions.
@@ -88,19 +90,43 @@ def best_configuration(trials: list, metric: str, maximize: bool) -> list:
     return max(groups.values(), key=lambda g: (score(g), len(g)))
 
 
-def curves(store, exp_id: str, metrics: list[str], mode: str = "best", points: int = 500,
-           variants: list[str] | None = None) -> Curves:
-    """Per variant ``(steps, {metric: (n_trials, n_steps) array})`` of the chosen trials."""
-    view = store.get_experiment(exp_id)
-    obj, dirs = objectives(view.spec)
-    by_variant: dict[str, list] = defaultdict(list)
+def chosen_trials(store, exp_id: str, mode: str = "best", variants: list[str] | None = None) -> dict[str, list]:
+    """Per curve label, the completed trials a figure draws (at most 200 each).
+
+    ``best``: per variant, its test-role trials (the selected configuration(s) trained on each
+    split's whole training part and evaluated once on its test part) when it has any; otherwise
+    (a search whose test phase has not run) the selection trials of its best configuration by
+    the mean of the first objective. Selection and test trials share their parameters, so
+    grouping by configuration alone would mix the two phases in one band. ``all``: every
+    completed trial, the two phases as separate curves labelled ``"V (selection)"`` and
+    ``"V (test)"`` when a variant has both."""
+    from search.planning import is_test_number
+
+    obj, dirs = objectives(store.get_experiment(exp_id).spec)
+    by_variant: dict[str, dict[str, list]] = defaultdict(lambda: {"selection": [], "test": []})
     for t in completed(store, exp_id):
         if not variants or t.variant in variants:
-            by_variant[t.variant].append(t)
+            by_variant[t.variant]["test" if is_test_number(int(t.number)) else "selection"].append(t)
+    out: dict[str, list] = {}
+    for variant, phases in sorted(by_variant.items()):
+        if mode == "all":
+            both = phases["selection"] and phases["test"]
+            for phase, trials in phases.items():
+                if trials:
+                    out[f"{variant} ({phase})" if both else variant] = trials[:200]
+        elif phases["test"]:
+            out[variant] = phases["test"][:200]
+        else:
+            out[variant] = best_configuration(phases["selection"], obj[0], dirs[0] == "maximize")[:200]
+    return out
+
+
+def curves(store, exp_id: str, metrics: list[str], mode: str = "best", points: int = 500,
+           variants: list[str] | None = None) -> Curves:
+    """Per curve label ``(steps, {metric: (n_trials, n_steps) array})`` of :func:`chosen_trials`."""
     out: Curves = {}
-    for variant, trials in by_variant.items():
-        chosen = trials if mode == "all" else best_configuration(trials, obj[0], dirs[0] == "maximize")
-        traces = [store.get_trace(t.id, metrics=metrics, max_points=points) for t in chosen[:200]]
+    for variant, chosen in chosen_trials(store, exp_id, mode, variants).items():
+        traces = [store.get_trace(t.id, metrics=metrics, max_points=points) for t in chosen]
         traces = [tr for tr in traces if len(tr["step"])]
         if not traces:
             continue
@@ -244,7 +270,7 @@ def save_figures(store, exp_id: str, out_dir) -> list:
     for name in applicable(store.get_experiment(exp_id).spec):
         if name == "convergence":
             png = draw.convergence_png(curves(store, exp_id, metrics), metrics, width=1500, height=450,
-                                       dpi=100, log=True, title="convergence (best configuration per variant)")
+                                       dpi=100, log=True, title="convergence: test-evaluation trials of each variant's selected configuration")
         elif name == "sparsity":
             png = draw.sparsity_png(curves(store, exp_id, ["sparsity_out"]), "sparsity_out", width=800,
                                     height=500, dpi=100, title="sparsity over iterations")

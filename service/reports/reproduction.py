@@ -88,15 +88,17 @@ def reproduction_report(spec: dict[str, Any], trials: list[dict[str, Any]], *, t
             "time_is": "solo (member trained alone)" if solo else "shared pack wall time",
             "reference": refs.get(name),
             "paired": p.as_dict() if p else None,
+            **step_size_summary(mine),
         })
-    claims = _better_claims(dataset, refs, paired, maximize, alpha)
+    claims = better_claims(dataset, refs, paired, maximize, alpha)
     claims += _sparsity_claims(dataset, spec, rows_in, rows)
     claims.append(_time_claim(dataset, rows_in, solo, alpha))
     return {"dataset": dataset, "metric": "accuracy" if maximize else "mse", "rows": rows, "claims": claims,
             "pairs": "(seed, split)", "alpha": alpha}
 
 
-def _better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any]]:
+def better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any]]:
+    """The claim "each regularized variant beats its reference on test", one verdict per variant."""
     out = []
     for name, ref in refs.items():
         r = paired[name]
@@ -110,7 +112,7 @@ def _better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any
         elif r.distinguishable and sign * r.mean_diff > 0:
             verdict, reason = "reproduced", f"paired difference {r.mean_diff:+.4f}, Holm p = {r.p_holm:.3g}"
         elif r.distinguishable:
-            verdict, reason = "not reproduced", (f"the opposite holds: paired difference {r.mean_diff:+.4f}, "
+            verdict, reason = "not reproduced", (f"the opposite holds: paired difference {r.mean_diff:+.4g}, "
                                                  f"Holm p = {r.p_holm:.3g}")
         elif r.mean_diff == 0 and r.ci_low == r.ci_high:
             verdict, reason = "not reproduced", f"identical test {'accuracy' if maximize else 'error'} on all {r.n} pairs"
@@ -156,6 +158,18 @@ def _sparsity_claims(dataset, spec, trials, rows) -> list[dict[str, Any]]:
     return out
 
 
+def step_size_summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assumption (A2) over a variant's trials: the median bound on eta, the share of trials whose
+    eta meets it, and the note (how the constants were obtained, or why the bound is n/a)."""
+    diags = [t.get("diagnostics") or {} for t in trials]
+    bounds = [d["step_size_bound"] for d in diags if d.get("step_size_bound") is not None]
+    oks = [bool(d["step_size_ok"]) for d in diags if d.get("step_size_ok") is not None]
+    notes = [d.get("step_size_note") for d in diags if d.get("step_size_note")]
+    return {"step_size_bound": float(np.median(bounds)) if bounds else None,
+            "step_size_ok_share": float(np.mean(oks)) if oks else None,
+            "step_size_note": notes[0] if notes else "n/a: not recorded (a run from before the condition)"}
+
+
 def _eta_lam(spec, variant) -> float:
     t = spec.get("training", {})
     params = variant.get("params", {})
@@ -163,7 +177,7 @@ def _eta_lam(spec, variant) -> float:
 
 
 def _time_claim(dataset, trials, solo, alpha) -> dict[str, Any]:
-    claim = "SL1-GRU trains fastest (Table 3 text)"
+    claim = "SL1-GRU trains fastest (Tables 3 and 5 text)"
     if not solo:
         return {"claim": claim, "verdict": "not testable",
                 "reason": "time is the shared wall time of a pack (every member of a pack reads the same); "
@@ -211,3 +225,37 @@ def replicate_curves(store, exp_id: str, trials: list[dict[str, Any]], *, source
         out[variant] = (np.asarray(recs[0]["x"][:n], dtype=float),
                         {m: np.stack([np.asarray(r[m][:n], dtype=float) for r in recs]) for m in metrics})
     return out
+
+
+def save_reproduction_plots(store, exp_id: str, trials: list[dict[str, Any]], report: dict[str, Any], out) -> list:
+    """Learning curves (train/test per epoch), convergence (E, ||grad E||, sparsity per iteration)
+    and the paired-difference forest plot of one reproduction."""
+    from pathlib import Path
+
+    from service import plots as figs
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = report["dataset"]
+    m = report["metric"]
+    forest_rows = [{"label": f"{r['variant']} - {r['reference']}", **(r["paired"] or {})}
+                   for r in report["rows"] if r["paired"]]
+    figures = {
+        "learning_curves.png": lambda: figs.learning_curves_png(
+            replicate_curves(store, exp_id, trials), metric_label=m,
+            title=f"{name}: {m} per epoch, mean and 95% CI over (seed, split)"),
+        "convergence.png": lambda: figs.convergence_png(
+            replicate_curves(store, exp_id, trials, source="trace",
+                             metrics=("loss", "grad_norm", "sparsity_out")),
+            ("loss", "grad_norm", "sparsity_out"), log=True, width=1500, height=450,
+            title=f"{name}: minibatch E, gradient norm and W_out sparsity per iteration (95% CI)"),
+        "paired_differences.png": lambda: figs.forest_png(
+            forest_rows, x_label=f"test {m}: variant - reference (paired over seed, split)",
+            title=f"{name}: paired differences, 95% CI"),
+    }
+    paths = []
+    for fname, draw in figures.items():
+        path = out / fname
+        path.write_bytes(draw())
+        paths.append(path)
+    return paths

@@ -10,7 +10,6 @@ results into Plotly figures and CSV.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,16 +25,9 @@ EPOCH_METRICS: tuple[str, ...] = tuple(c for c in EPOCH_COLUMNS if c != "epoch")
 
 def chosen_trials(store, exp_id: str, mode: str = "best",
                   variants: list[str] | None = None) -> dict[str, list]:
-    """Per variant, the completed trials a figure draws: those of the variant's best
-    configuration (by the mean of the first objective over its seeds), or all of them
-    (``mode="all"``) -- the same choice :func:`figures.curves` makes."""
-    obj, dirs = figures.objectives(store.get_experiment(exp_id).spec)
-    by_variant: dict[str, list] = defaultdict(list)
-    for t in figures.completed(store, exp_id):
-        if not variants or t.variant in variants:
-            by_variant[t.variant].append(t)
-    return {v: (ts if mode == "all" else figures.best_configuration(ts, obj[0], dirs[0] == "maximize"))[:200]
-            for v, ts in sorted(by_variant.items())}
+    """Per curve label, the completed trials a figure draws: :func:`figures.chosen_trials` (the
+    test evaluation of the selected configuration(s), never mixed with selection trials)."""
+    return figures.chosen_trials(store, exp_id, mode, variants)
 
 
 def learning_curves(store, exp_id: str, metrics: list[str], mode: str = "best",

@@ -108,6 +108,9 @@ class Raw:
     predefined_split: tuple[np.ndarray, np.ndarray] | None = None
     pixel_max: float | None = None  # images: divide by this (no fitted scaling needed)
     info: dict[str, Any] = field(default_factory=dict)
+    #: (x (P, F), noiseless target (P, n_out)): inputs on which every trained model's output is
+    #: recorded (a generated function's dense grid, for plotting the fitted curve)
+    probe: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def is_image(self) -> bool:
@@ -545,9 +548,15 @@ def build_task(spec: DatasetSpec, seed: int = 0, **options: Any) -> Task:
         ytr, yte = y[tr], y[te]
         xtr, xte = frame(xtr, framing, spec.name), frame(xte, framing, spec.name)
     meta.update(n_train=len(ytr), n_test=len(yte))
+    x_probe = None
+    if raw.probe is not None and fkind != "window" and not raw.is_image:
+        px, py = raw.probe
+        x_probe = np.ascontiguousarray(frame((_impute_apply(px.astype(np.float64), med) - loc) / sc, framing,
+                                             spec.name), dtype=np.float32)
+        meta["probe"] = {"x": px[:, 0].tolist(), "y_true": np.asarray(py, dtype=np.float64)[:, 0].tolist()}
     return Task(spec.name, kind, np.ascontiguousarray(xtr, dtype=np.float32), np.ascontiguousarray(ytr),
                 np.ascontiguousarray(xte, dtype=np.float32), np.ascontiguousarray(yte), int(n_outputs),
-                meta=meta)
+                meta=meta, x_probe=x_probe)
 
 
 # ---------------------------------------------------------------------------- helpers for loaders

@@ -3,7 +3,9 @@
 Both are 100 points with noise N(0, noise_std^2), noise_std = 0.01 (the paper's "N(0, 0.01)"
 read as a standard deviation), seeded by the task seed. Inputs and targets are *not* scaled by
 default (``scaling='none'``, ``scale_target=False``) so the eq. 40/41 values are fitted as-is.
-The split is a seeded 80/20 permutation (the paper gives no split for these).
+The split is a seeded 80/20 permutation (the paper gives no split for these). ``funcapprox``
+also carries a probe: the noiseless f on a dense grid, where every trained model's output is
+recorded (``Task.x_probe``) so Fig. 3a's fitted curves can be drawn without the weights.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from trainer.datasets.base import DatasetSpec, Raw, cached_raw, register_dataset
+
+#: Points of the dense grid over [-0.5, 3.5] on which funcapprox models' outputs are recorded
+#: (the fitted curves of Fig. 3a).
+PROBE_POINTS = 161
 
 
 def oscillatory_function(x: np.ndarray) -> np.ndarray:
@@ -39,9 +45,11 @@ def _funcapprox_raw(spec, *, seed: int, test_fraction: float, n_points: int = 10
         rng = np.random.default_rng(seed)
         x = np.linspace(-0.5, 3.5, int(n_points))
         y = oscillatory_function(x) + rng.normal(0.0, noise_std, size=len(x))
+        grid = np.linspace(-0.5, 3.5, PROBE_POINTS)
         return Raw(x.reshape(-1, 1), y.reshape(-1, 1), "regression", feature_names=("x",),
                    target_names=("f",), predefined_split=_split(len(x), seed, test_fraction),
-                   info={"equation": 40, "noise_std": noise_std})
+                   info={"equation": 40, "noise_std": noise_std},
+                   probe=(grid.reshape(-1, 1), oscillatory_function(grid).reshape(-1, 1)))
 
     return cached_raw(("funcapprox", seed, test_fraction, int(n_points), float(noise_std)), make)
 
