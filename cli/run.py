@@ -58,7 +58,7 @@ def run(spec_file: Annotated[Optional[Path], typer.Argument(help="experiment spe
         if quick:
             raw, ctype = _quick_body(raw, ctype), "application/json"
         try:
-            spec, _ = validate(settings, raw, ctype)
+            spec, _ = validate(settings, raw, ctype, runs_here=True)
         except SpecError as exc:
             fail([f"{spec_file}: {line}" for line in format_errors(exc.errors)], 2)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn

@@ -1,14 +1,28 @@
 """What the Ray cluster offers, read from Ray: CPUs, GPUs and GPU memory; and where a pack runs.
 
 :func:`cluster_shape` feeds :func:`search.packing.plan_packs`; :func:`placement` names the node,
-host and device a pack trains on (stored with every trial).
+host and device a pack trains on (stored with every trial). The nodes' resources
+(``{"CPU": n, "GPU": m}`` each, for :func:`search.resources.resource_problem`) are read from the
+Ray this process joined (:func:`joined_nodes`), from this machine for a local Ray not started yet
+(:func:`local_machine_nodes`, without importing torch), or from a cluster's dashboard
+(:func:`dashboard_nodes`, Ray's state API, a short timeout, cached briefly).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 import platform
+import shutil
 import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 from search.packing import ClusterShape
@@ -25,6 +39,97 @@ def _alive_nodes() -> list[dict[str, Any]]:
     import ray
 
     return [n for n in ray.nodes() if n.get("Alive", True)]
+
+
+def joined_nodes() -> list[dict[str, float]] | None:
+    """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined; None
+    when this process has no Ray (Ray is not imported for the question) or Ray does not answer."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    try:
+        nodes = _alive_nodes()
+    except Exception:  # noqa: BLE001 - Ray still starting, or going away: not known
+        return None
+    return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
+            for n in nodes]
+
+
+@functools.lru_cache(maxsize=1)
+def local_gpu_count() -> int:
+    """NVIDIA GPUs a local Ray would see here: ``CUDA_VISIBLE_DEVICES`` when set, else the lines of
+    ``nvidia-smi -L``, else the driver's ``/proc/driver/nvidia/gpus``, else 0."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=True).stdout
+            return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    proc = Path("/proc/driver/nvidia/gpus")
+    return len(list(proc.iterdir())) if proc.is_dir() else 0
+
+
+def local_machine_nodes() -> list[dict[str, float]]:
+    """The one node a local Ray started here would have: this process's CPUs and the GPUs of
+    :func:`local_gpu_count`."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return [{"CPU": float(cpus), "GPU": float(local_gpu_count())}]
+
+
+#: Dashboard answers (or failures) kept this many seconds, by URL.
+DASHBOARD_CACHE_S = 15.0
+_dashboard_cache: dict[str, tuple[float, list[dict[str, float]] | None]] = {}
+_dashboard_lock = threading.Lock()
+
+
+def _ray_token() -> str | None:
+    """Ray's token from the environment, as Ray's own clients read it."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token:
+        return token.strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    try:
+        return Path(path).read_text().strip() if path else None
+    except OSError:
+        return None
+
+
+def dashboard_nodes(url: str, *, timeout_s: float = 3.0) -> list[dict[str, float]] | None:
+    """``{"CPU": n, "GPU": m}`` of the alive nodes, asked of the dashboard at ``url`` (Ray's state
+    API ``/api/v0/nodes``, with Ray's token when one is configured); None when it does not answer
+    within ``timeout_s`` or answers nothing usable. Answers are cached ``DASHBOARD_CACHE_S``."""
+    base = url.rstrip("/")
+    with _dashboard_lock:
+        cached = _dashboard_cache.get(base)
+        if cached is not None and time.monotonic() - cached[0] < DASHBOARD_CACHE_S:
+            return cached[1]
+        nodes = _fetch_dashboard_nodes(base, timeout_s)
+        _dashboard_cache[base] = (time.monotonic(), nodes)
+        return nodes
+
+
+def _fetch_dashboard_nodes(base: str, timeout_s: float) -> list[dict[str, float]] | None:
+    token = _ray_token()
+    request = urllib.request.Request(f"{base}/api/v0/nodes?limit=10000",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - the operator's URL
+            body = json.loads(resp.read(10_000_000))
+        rows = body["data"]["result"]["result"]
+        nodes = [{"CPU": float((r.get("resources_total") or {}).get("CPU", 0)),
+                  "GPU": float((r.get("resources_total") or {}).get("GPU", 0))}
+                 for r in rows if r.get("state", "ALIVE") == "ALIVE"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.info("cluster resources unknown: %s/api/v0/nodes gave no answer (%s)", base, type(exc).__name__)
+        return None
+    return nodes or None
 
 
 def _probe_gpu_memory(timeout_s: float) -> float | None:

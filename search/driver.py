@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from search.cluster import cluster_shape
+from search.cluster import cluster_shape, joined_nodes
 from search.execution import PackOutcome, load_job_task, run_packs
 from search.faults import ResourceUnsatisfiable, RetryPolicy
 from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
 from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
                              select_configurations, test_plans, trial_plans)
 from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
+from search.resources import resource_problem
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
 from search.writer import start_writer
@@ -44,6 +45,10 @@ class SearchProgress:
     eta_s: float | None
     dashboard_url: str | None
     elapsed_s: float
+    #: connecting (to Ray) | starting (planning, Tune starting packs) | waiting for resources
+    #: (packs wait for CPUs/GPUs another holds, none of this run's running) | running
+    phase: str = "starting"
+    packs_running: int = 0
 
 
 @dataclass
@@ -125,6 +130,8 @@ class _Run:
         self.packs_done = 0
         self.best: dict | None = None
         self.cancelled = False
+        self.phase = "connecting"
+        self.packs_running = 0
         #: the run's writer actor: packs hand their results to it (started with the first round)
         self.writer = None
 
@@ -137,7 +144,13 @@ class _Run:
         if self.done and self.done < self.total:
             eta = elapsed / self.done * (self.total - self.done)
         self.progress_cb(SearchProgress(self.total, self.done, self.packs_total, self.packs_done,
-                                        self.best, eta, self.dashboard_url, elapsed))
+                                        self.best, eta, self.dashboard_url, elapsed, self.phase, self.packs_running))
+
+    def on_activity(self, running: int, waiting: int) -> None:
+        """Tune's view of the round: packs running, packs waiting for resources."""
+        self.packs_running = running
+        self.phase = "running" if running else ("waiting for resources" if waiting else "starting")
+        self.emit()
 
     def consider_best(self, number: int, value: float | None, params: dict, variant: str) -> None:
         if value is None or not np.isfinite(value):
@@ -208,6 +221,7 @@ class _Run:
                           pack_size=explicit, member_bytes=self._member_bytes)
 
     def run(self) -> SearchSummary:
+        self.emit()
         self.dashboard_url = ensure_ray(self.spec.execution.ray_address, should_cancel=self.should_cancel)
         try:
             return self.search()
@@ -219,8 +233,9 @@ class _Run:
                 self.writer = None
 
     def search(self) -> SearchSummary:
-        check_resources(self.spec, gpus_per_pack=self.pack_plan().gpus_per_pack)
+        check_resources(self.spec)
         pending, known_numbers, next_number = self.resume()
+        self.phase = "starting"
         self.emit()
         n_failed = 0
         budget = self.spec.execution.time_budget_s
@@ -340,8 +355,10 @@ class _Run:
                 cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
                 max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
                 name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
-                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry)
+                on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry,
+                on_activity=self.on_activity)
         finally:
+            self.phase, self.packs_running = "starting", 0
             if self.writer is not None:
                 self.store_failures()
         failed = 0
@@ -422,32 +439,17 @@ class _TaskRef:
     data: dict | None = None
 
 
-def cluster_capacity() -> list[dict[str, float]]:
-    """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined."""
-    import ray
-
-    return [{"CPU": float(n.get("Resources", {}).get("CPU", 0)), "GPU": float(n.get("Resources", {}).get("GPU", 0))}
-            for n in ray.nodes() if n.get("Alive", True)]
-
-
-def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None, *,
-                    gpus_per_pack: float | None = None) -> None:
-    """Raise :class:`ResourceUnsatisfiable` when no node can ever hold one pack: its
-    ``execution.cpus_per_pack`` CPUs and ``execution.gpus_per_pack`` GPUs on one node
-    (``gpus_per_pack``: the planned value, for a spec that says ``auto``)."""
-    nodes = cluster_capacity() if nodes is None else nodes
+def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None = None) -> None:
+    """Raise :class:`ResourceUnsatisfiable` when no node of the cluster (``nodes``, default: the
+    alive nodes of the Ray cluster this process joined) can ever hold one pack
+    (:func:`search.resources.resource_problem`)."""
     ex = spec.execution
-    if gpus_per_pack is not None or ex.gpus_per_pack == "auto":
-        ex = ex.model_copy(update={"gpus_per_pack": gpus_per_pack or 0.0})
-    if any(n["CPU"] >= ex.cpus_per_pack and n["GPU"] >= ex.gpus_per_pack for n in nodes):
-        return
-    max_cpu = max((n["CPU"] for n in nodes), default=0)
-    max_gpu = max((n["GPU"] for n in nodes), default=0)
-    if ex.gpus_per_pack > max_gpu:
-        raise ResourceUnsatisfiable(f"execution.gpus_per_pack={ex.gpus_per_pack:g}: no node of the Ray "
-                                    f"cluster has that many GPUs (most on one node: {max_gpu:g})")
-    raise ResourceUnsatisfiable(f"execution.cpus_per_pack={ex.cpus_per_pack:g}: no node of the Ray "
-                                f"cluster has that many CPUs (most on one node: {max_cpu:g})")
+    if nodes is None:
+        nodes = joined_nodes() or []
+    problem = resource_problem(nodes,
+                               cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack)
+    if problem is not None:
+        raise ResourceUnsatisfiable(str(problem))
 
 
 def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,

@@ -11,6 +11,10 @@ the infrastructure (worker or node died, database unreachable) is run again in a
 after an exponential backoff with jitter, until the retry budget is spent; unknown errors get at
 most ``max_failures`` such retries. Storing a member's result is retried from the result in
 memory (the pack is not trained again) on infrastructure faults.
+
+While a round runs, ``on_activity(running, waiting)`` hears how many packs are running and how
+many wait for resources (their placement groups, created by this Ray job, pending because no
+node has the CPUs or GPUs free), at most once a second and only when the counts change.
 """
 
 from __future__ import annotations
@@ -238,13 +242,15 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
               on_pack_done: Callable[[PackOutcome], None] | None = None,
               time_budget_s: float | None = None,
               policy: RetryPolicy | None = None,
-              writer: Callable[[], Any] | None = None) -> list[PackOutcome]:
+              writer: Callable[[], Any] | None = None,
+              on_activity: Callable[[int, int], None] | None = None) -> list[PackOutcome]:
     """Run the packs as Ray Tune experiments (one Tune trial per pack) and wait for them.
 
     With ``writer`` (a callable returning a :class:`search.writer.TraceWriter` actor), packs get
-    only a :class:`search.writer.HandOffSink` to it, never ``sink`` itself. Packs lost to infrastructure faults run again in a new Tune run after the policy's backoff
-    (``max_failures`` bounds the retries of unknown errors); ``on_pack_done`` is called once per
-    pack, with its final outcome."""
+    only a :class:`search.writer.HandOffSink` to it, never ``sink`` itself. Packs lost to
+    infrastructure faults run again in a new Tune run after the policy's backoff (``max_failures``
+    bounds the retries of unknown errors); ``on_pack_done`` is called once per pack, with its
+    final outcome; ``on_activity`` as the module says."""
     if not jobs:
         return []
     if writer is not None:
@@ -262,7 +268,8 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
             break
         outcomes = _run_round(todo, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
                               storage_dir=storage_dir, name=f"{name}-a{round_no}", should_cancel=should_cancel,
-                              time_budget_s=None if remaining is None else max(1.0, remaining), policy=policy)
+                              time_budget_s=None if remaining is None else max(1.0, remaining), policy=policy,
+                              on_activity=on_activity)
         round_no += 1
         cancelled = bool(should_cancel and should_cancel())
         again: list[PackJob] = []
@@ -297,10 +304,11 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
 
 def _run_round(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
                storage_dir: Path, name: str, should_cancel: Callable[[], bool] | None,
-               time_budget_s: float | None, policy: RetryPolicy) -> list[PackOutcome]:
+               time_budget_s: float | None, policy: RetryPolicy,
+               on_activity: Callable[[int, int], None] | None = None) -> list[PackOutcome]:
     outcomes: dict[str, PackOutcome] = {}
     key = uuid.uuid4().hex
-    _LIVE_RUNS[key] = (jobs, outcomes, should_cancel, None)
+    _LIVE_RUNS[key] = _LiveRun(jobs, outcomes, should_cancel, on_activity)
     try:
         return _fit(key, jobs, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
                     storage_dir=storage_dir, name=name, time_budget_s=time_budget_s, policy=policy)
@@ -308,9 +316,21 @@ def _run_round(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, g
         _LIVE_RUNS.pop(key, None)
 
 
+@dataclass
+class _LiveRun:
+    """A round in flight: its packs, their outcomes so far, and the caller's callables."""
+
+    jobs: list[PackJob]
+    outcomes: dict[str, PackOutcome]
+    should_cancel: Callable[[], bool] | None
+    on_activity: Callable[[int, int], None] | None
+    activity: tuple[int, int] | None = None
+    activity_at: float = 0.0
+
+
 #: State of the runs in flight, by key. Tune pickles its callbacks and stoppers with the
 #: experiment state, so they hold only the key, never closures, locks or connections.
-_LIVE_RUNS: dict[str, tuple] = {}
+_LIVE_RUNS: dict[str, _LiveRun] = {}
 
 
 class _PackProgress(tune.Callback):
@@ -329,8 +349,7 @@ class _PackProgress(tune.Callback):
         live = _LIVE_RUNS.get(self.key)
         if live is None:
             return
-        jobs, outcomes, _, on_pack_done = live
-        job = jobs[trial.config["pack"]]
+        job = live.jobs[trial.config["pack"]]
         r = (trial.last_result or {}) if ok else {}
         best, best_id = r.get("best_value"), r.get("best_trial_id")
         error, kind = None, None
@@ -341,9 +360,43 @@ class _PackProgress(tune.Callback):
         outcome = PackOutcome(job.pack_id, ok, error,
                               None if best in (None, -1) else float(best),
                               None if best_id in (None, -1) else int(best_id), job.size, kind)
-        outcomes[job.pack_id] = outcome
-        if on_pack_done:
-            on_pack_done(outcome)
+        live.outcomes[job.pack_id] = outcome
+
+
+class _PackActivity(tune.Callback):
+    """Tune callback: tells the run's ``on_activity`` how many packs run and how many wait for
+    resources, at most once a second, when the counts change."""
+
+    EVERY_S = 1.0
+
+    def __init__(self, key: str):
+        self.key = key
+
+    def on_step_end(self, iteration, trials, **info):
+        live = _LIVE_RUNS.get(self.key)
+        now = time.monotonic()
+        if live is None or live.on_activity is None or now - live.activity_at < self.EVERY_S:
+            return
+        live.activity_at = now
+        running = sum(t.status == "RUNNING" for t in trials)
+        pending = sum(t.status == "PENDING" for t in trials)
+        counts = (running, min(pending, _placement_groups_waiting()) if pending else 0)
+        if counts != live.activity:
+            live.activity = counts
+            live.on_activity(*counts)
+
+
+def _placement_groups_waiting() -> int:
+    """Placement groups of this Ray job (the packs Tune asked resources for) still pending."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        table = placement_group_table()
+    except Exception:  # noqa: BLE001 - a GCS hiccup: nothing known to wait
+        return 0
+    return sum(1 for pg_id, pg in table.items() if str(pg_id).endswith(job) and pg.get("state") == "PENDING")
 
 
 def _trial_error(trial) -> tuple[str, str]:
@@ -393,7 +446,7 @@ class _CancelStopper(tune.Stopper):
 
     def stop_all(self):
         live = _LIVE_RUNS.get(self.key)
-        return bool(live and live[2] and live[2]())
+        return bool(live and live.should_cancel and live.should_cancel())
 
 
 def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
@@ -409,9 +462,9 @@ def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: floa
         run_config=tune.RunConfig(
             name=name, storage_path=str(storage_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
-            stop=_CancelStopper(key), callbacks=[_PackProgress(key)], log_to_file=False),
+            stop=_CancelStopper(key), callbacks=[_PackProgress(key), _PackActivity(key)], log_to_file=False),
     )
     tuner.fit()
-    outcomes = _LIVE_RUNS[key][1]
+    outcomes = _LIVE_RUNS[key].outcomes
     return [outcomes.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size, "unknown"))
             for j in jobs]

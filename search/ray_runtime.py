@@ -135,6 +135,12 @@ def probe_address(address: str, timeout: float = 5.0) -> None:
         raise RayUnavailable(f"Ray at {host}:{port} unreachable: {exc}") from None
 
 
+def starts_local_ray(address: str | None) -> bool:
+    """Whether :func:`ensure_ray` with ``address`` starts a Ray here (no address given, none in
+    ``$RAY_ADDRESS``) rather than joining one."""
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
 class _KeepSignalHandlers:
     """Restore SIGTERM/SIGINT handlers that ``ray.init`` replaces (main thread only)."""
 
@@ -188,7 +194,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None,
         _var_dir = Path(var_dir)
     if ray.is_initialized() and (_init_thread is None or _init_done.is_set()):
         return _dashboard_url
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = None if starts_local_ray(address) else (address or os.environ["RAY_ADDRESS"])
     with _init_lock:
         if _init_thread is None or (_init_done.is_set() and not ray.is_initialized()):
             kwargs: dict = {"ignore_reinit_error": True, "log_to_driver": False,

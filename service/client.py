@@ -234,6 +234,9 @@ def render_experiment(exp: ExperimentOut, console=None) -> None:
     t.add_row("status", exp.status + (" (cancel requested)" if exp.cancel_requested and exp.status == "running" else ""))
     t.add_row("progress", f"{p.trials_done}/{p.trials_total if p.trials_total is not None else '?'} trials"
               + (f" ({100 * p.fraction:.0f}%)" if p.fraction is not None else ""))
+    if p.phase and exp.status == "running":
+        n = p.packs_running or 0
+        t.add_row("phase", f"running {n} pack{'' if n == 1 else 's'}" if p.phase == "running" else p.phase)
     if p.elapsed_s is not None:
         t.add_row("elapsed", f"{p.elapsed_s:.1f} s")
     if p.eta_s is not None and exp.status == "running":

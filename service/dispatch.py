@@ -155,7 +155,8 @@ class JobDispatcher:
         progress = view.progress or {}
         self.store.set_progress(exp_id, total=view.n_trials_total or 0, done=view.n_trials_done or 0,
                                 dashboard_url=url, eta_s=progress.get("eta_s"),
-                                packs_total=progress.get("packs_total"), packs_done=progress.get("packs_done"))
+                                packs_total=progress.get("packs_total"), packs_done=progress.get("packs_done"),
+                                phase=progress.get("phase"), packs_running=progress.get("packs_running"))
 
     def status(self, sid: str) -> str | None:
         """The job's status, or None when the cluster does not know it."""

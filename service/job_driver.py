@@ -75,7 +75,8 @@ class _Progress:
         try:
             self.store.set_progress(self.exp_id, total=int(p.trials_total or 0), done=int(p.trials_done or 0),
                                     best=p.best, eta_s=p.eta_s, dashboard_url=self.job_url or p.dashboard_url,
-                                    packs_total=p.packs_total, packs_done=p.packs_done)
+                                    packs_total=p.packs_total, packs_done=p.packs_done,
+                                    phase=p.phase, packs_running=p.packs_running)
         except Exception:  # noqa: BLE001 - progress is best effort; results are in the sink
             log.exception("experiment %s: set_progress failed", self.exp_id)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.faults import RetryPolicy, call_with_retry, reason
-from service.runner_callbacks import CancelProbe, ProgressRecorder, attr
+from service.runner_callbacks import CancelProbe, ProgressRecorder, attr, record_phase, record_summary
 from service.settings import Settings
 
 log = logging.getLogger("rnnhpo.runner")
@@ -240,6 +240,7 @@ class Runner:
             spec = self._load_spec(attr(view, "spec"))
             run_fn = self._run_fn or _default_run_fn()
             if self._init_ray:
+                record_phase(self.store, view, "connecting")
                 self._ensure_ray(spec, should_cancel)
             sink = (self._sink_factory or _default_sink_factory)(self.settings.database_url, exp_id)
             kwargs = {"progress": self._progress_cb(exp_id), "should_cancel": should_cancel}
@@ -255,8 +256,10 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - any failure ends the experiment as failed
             if hb.lost.is_set():
                 return "lost"
-            if self._stop.is_set() or _is_connect_cancel(exc):
+            if self._stop.is_set():
                 return self._stopped(exp_id)
+            if _is_connect_cancel(exc):  # cancelled while Ray was starting or being joined
+                return self._cancelled(exp_id)
             why = reason(exc)
             log.error("experiment %s failed: %s", exp_id, why, exc_info=exc)
             self.store.finish_experiment(exp_id, "failed", error=why)
@@ -264,13 +267,9 @@ class Runner:
             return "failed"
         if hb.lost.is_set():
             return "lost"  # another runner owns it now: leave its row alone
-        self._record_summary(exp_id, summary)
+        record_summary(self.store, exp_id, summary)
         if attr(summary, "cancelled", False):
-            if self._stop.is_set() and not self._cancel_flag(exp_id):
-                return self._stopped(exp_id)
-            self.store.finish_experiment(exp_id, "cancelled")
-            self.stats.cancelled += 1
-            return "cancelled"
+            return self._cancelled(exp_id)
         total = attr(summary, "trials_total", 0) or 0
         n_failed = attr(summary, "n_failed", 0) or 0
         reasons = _reasons(attr(summary, "failures", None) or {})
@@ -293,6 +292,14 @@ class Runner:
         s = self.settings
         return RetryPolicy(**{"budget_s": s.retry_budget_s, "base_s": s.retry_backoff_s,
                               "max_delay_s": s.retry_max_delay_s, **overrides})
+
+    def _cancelled(self, exp_id: str) -> str:
+        """The driver stopped because cancel was asked (or the runner is stopping)."""
+        if self._stop.is_set() and not self._cancel_flag(exp_id):
+            return self._stopped(exp_id)
+        self.store.finish_experiment(exp_id, "cancelled")
+        self.stats.cancelled += 1
+        return "cancelled"
 
     def _stopped(self, exp_id: str) -> str:
         """The runner was stopped while running ``exp_id``: requeue it, or cancel it resumably."""
@@ -341,14 +348,6 @@ class Runner:
 
     def _progress_cb(self, exp_id: str) -> Callable[[Any], None]:
         return ProgressRecorder(self, exp_id)
-
-    def _record_summary(self, exp_id: str, summary) -> None:
-        try:
-            self.store.set_progress(exp_id, total=int(attr(summary, "trials_total", 0) or 0),
-                                    done=int(attr(summary, "trials_done", 0) or 0),
-                                    best=attr(summary, "best", None))
-        except Exception:  # noqa: BLE001
-            log.exception("experiment %s: final set_progress failed", exp_id)
 
 
 def _reasons(failures: dict[str, int], limit: int = 5) -> str:

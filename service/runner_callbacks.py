@@ -1,5 +1,6 @@
 """The callables the runner hands to the search driver: the cancel probe and the progress
-recorder. Ray Tune pickles them into its experiment state, so they pickle to inert no-ops."""
+recorder (Ray Tune pickles them into its experiment state, so they pickle to inert no-ops); and
+the progress the runner records itself, before the driver starts and after it ends."""
 
 from __future__ import annotations
 
@@ -77,14 +78,35 @@ class ProgressRecorder(_DriverCallback):
         url = attr(p, "dashboard_url", None)
         if url:
             runner.stats.dashboard_url = url
-        info = {k: attr(p, k, None) for k in ("trials_total", "trials_done", "packs_total",
-                                                "packs_done", "eta_s", "elapsed_s", "dashboard_url")}
+        info = {k: attr(p, k, None) for k in ("trials_total", "trials_done", "packs_total", "packs_done",
+                                                "eta_s", "elapsed_s", "dashboard_url", "phase", "packs_running")}
         runner.stats.last_progress = {"experiment_id": exp_id, **info}
-        kwargs: dict[str, Any] = {k: info[k] for k in ("eta_s", "dashboard_url", "packs_total", "packs_done")
-                                  if k in self.accepts}
+        kwargs: dict[str, Any] = {k: info[k] for k in ("eta_s", "dashboard_url", "packs_total", "packs_done",
+                                                       "phase", "packs_running") if k in self.accepts}
         try:
             runner.store.set_progress(exp_id, total=int(info["trials_total"] or 0),
                                       done=int(info["trials_done"] or 0), best=attr(p, "best", None),
                                       **kwargs)
         except Exception:  # noqa: BLE001 - progress is best effort; results are in the sink
             log.exception("experiment %s: set_progress failed", exp_id)
+
+
+def record_phase(store, view, phase: str) -> None:
+    """Say what a claimed experiment is doing before the driver reports (``connecting`` while
+    Ray starts or is joined), best effort."""
+    if "phase" not in set_progress_kwargs(store):
+        return
+    try:
+        store.set_progress(attr(view, "id"), total=int(attr(view, "n_trials_total", 0) or 0),
+                           done=int(attr(view, "n_trials_done", 0) or 0), phase=phase)
+    except Exception:  # noqa: BLE001 - progress is best effort
+        log.exception("experiment %s: set_progress failed", attr(view, "id"))
+
+
+def record_summary(store, exp_id: str, summary) -> None:
+    """The driver's final counts and best trial, best effort."""
+    try:
+        store.set_progress(exp_id, total=int(attr(summary, "trials_total", 0) or 0),
+                           done=int(attr(summary, "trials_done", 0) or 0), best=attr(summary, "best", None))
+    except Exception:  # noqa: BLE001 - progress is best effort
+        log.exception("experiment %s: final set_progress failed", exp_id)

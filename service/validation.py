@@ -173,6 +173,20 @@ def check_experiment(spec, data_dir: Path, *, allow_test_hooks: bool = False) ->
     return kind
 
 
+def check_fits(spec, nodes: list[dict[str, float]] | None) -> None:
+    """Refuse a pack resource request no node of a known cluster (``nodes``) can ever hold
+    (:func:`search.resources.resource_problem`, the rule the driver applies before running);
+    ``nodes`` None: the cluster is unknown, and the driver's check is left to fail it."""
+    from search.resources import resource_problem
+
+    if nodes is None:
+        return
+    ex = spec.execution
+    problem = resource_problem(nodes, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack)
+    if problem is not None:
+        raise SpecError([_err(("body", *problem.field.split(".")), problem.message, "resources_unsatisfiable")])
+
+
 def spec_from_body(raw: bytes, content_type: str | None, *, data_dir: Path, max_trials: int,
                    allow_test_hooks: bool = False):
     """Parse, validate, sandbox, size and check a spec completely; returns ``(spec, n_trials)``

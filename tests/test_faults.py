@@ -342,6 +342,81 @@ def test_unsatisfiable_resources_fail_fast_and_the_queue_moves(execution, sqlite
     assert store.get_experiment(good).status == "succeeded"
 
 
+def test_busy_resources_show_waiting_then_running(sqlite_url, var_dir):
+    """Feasible but busy: an actor holds both CPUs of the session's Ray, so the experiment's pack
+    waits; its progress says ``waiting for resources`` (the API's view), and once the CPUs are
+    free the pack runs (``running 1 pack``) and the experiment succeeds."""
+    import ray
+
+    from service.api.schemas import experiment_out
+    from service.store import Store
+
+    @ray.remote(num_cpus=2)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    ray.get(holder.ready.remote(), timeout=60)
+    store = Store(sqlite_url)
+    spec = {**QUICK, "name": "waits", "seeds": 1, "training": {**QUICK["training"], "epochs": 300}}
+    exp_id = store.create_experiment(spec["name"], spec, n_trials_total=1)
+    runner = _runner(sqlite_url)
+    thread = threading.Thread(target=runner.run_once, daemon=True)
+    seen: list[tuple[str | None, int | None]] = []
+
+    def watch() -> str:
+        out = experiment_out(store.get_experiment(exp_id))
+        now = (out.progress.phase, out.progress.packs_running)
+        if out.status == "running" and (not seen or seen[-1] != now):
+            seen.append(now)
+        return out.status
+
+    thread.start()
+    try:
+        wait_until(lambda: watch() and seen and seen[-1][0] == "waiting for resources", 40,
+                   f"waiting for resources (seen {seen})", every=0.1)
+        time.sleep(2)
+        watch()
+        assert seen[-1] == ("waiting for resources", 0), seen
+    finally:
+        ray.kill(holder)
+    wait_until(lambda: watch() not in ("queued", "running"), 60, f"the experiment ends (seen {seen})", every=0.1)
+    thread.join(10)
+    assert store.get_experiment(exp_id).status == "succeeded", store.get_experiment(exp_id).error
+    phases = [phase for phase, _ in seen]
+    assert ("running", 1) in seen and phases.index("waiting for resources") < phases.index("running"), seen
+    assert experiment_out(store.get_experiment(exp_id)).progress.phase is None, "only running experiments"
+
+
+def test_cancel_while_connecting_to_ray(sqlite_url, tmp_path):
+    """A Ray address that accepts TCP connections and never answers keeps the runner connecting:
+    the progress says so, a cancel ends the experiment within 10 s, and the runner takes the next."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    env = {"RNNHPO_RAY_ADDRESS": f"127.0.0.1:{hole.getsockname()[1]}", "RNNHPO_RAY_CONNECT_TIMEOUT_S": "300"}
+    proc, url = serve(sqlite_url, tmp_path, env_extra=env)
+    api = f"{url}/api/v1/experiments"
+    try:
+        def phase(exp_id: str) -> str | None:
+            return httpx.get(f"{api}/{exp_id}", timeout=5).json()["progress"]["phase"]
+
+        first = httpx.post(api, json=QUICK, timeout=10).json()["id"]
+        wait_until(lambda: phase(first) == "connecting", 30, "connecting", proc=proc)
+        t0 = time.monotonic()
+        assert httpx.post(f"{api}/{first}/cancel", timeout=5).status_code in (200, 202)
+        wait_until(lambda: httpx.get(f"{api}/{first}", timeout=5).json()["status"] == "cancelled", 10,
+                   "cancelled within 10 s", proc=proc)
+        assert time.monotonic() - t0 < 10
+        assert httpx.get(f"{api}/{first}", timeout=5).json()["error"] is None, "cancelled by its runner, at once"
+        second = httpx.post(api, json={**QUICK, "name": "next"}, timeout=10).json()["id"]
+        wait_until(lambda: phase(second) == "connecting", 30, "the runner takes the next experiment", proc=proc)
+    finally:
+        proc.close()
+        hole.close()
+
+
 # ------------------------------------------------------------------ database outage (PostgreSQL)
 
 class TcpProxy:

@@ -116,16 +116,17 @@ def test_the_driver_estimates_an_iris_member_as_measured_and_plans_from_the_spec
     assert run.pack_plan().pack_size == MAX_PACK_SIZE and run.parallel_slots() == 1
 
 
-def test_resource_check_uses_the_planned_gpus_for_auto():
+def test_resource_check_resolves_auto_as_the_plan_does():
     from search.driver import check_resources
     from search.faults import ResourceUnsatisfiable
     from search.spec import ExperimentSpec
 
     spec = ExperimentSpec.model_validate({"name": "t", "dataset": {"name": "iris"},
                                           "variants": [{"name": "GRU", "family": "gru"}]})
-    check_resources(spec, [{"CPU": 2, "GPU": 0}], gpus_per_pack=0.0)
-    with pytest.raises(ResourceUnsatisfiable, match="gpus_per_pack=1"):
-        check_resources(spec, [{"CPU": 2, "GPU": 0}], gpus_per_pack=1.0)
+    check_resources(spec, [{"CPU": 2, "GPU": 0}])
+    explicit = spec.model_copy(update={"execution": spec.execution.model_copy(update={"gpus_per_pack": 1.0})})
+    with pytest.raises(ResourceUnsatisfiable, match="execution.gpus_per_pack: 1 GPU per pack"):
+        check_resources(explicit, [{"CPU": 2, "GPU": 0}])
 
 
 def test_headless_ray_warns_once(monkeypatch, caplog):

@@ -56,6 +56,11 @@ class Progress(BaseModel):
     best: dict[str, Any] | None = Field(None, description="best trial so far (number, variant, params, objective)")
     elapsed_s: float | None = Field(None, examples=[12.5])
     eta_s: float | None = Field(None, examples=[7.5], description="estimated seconds left")
+    phase: str | None = Field(None, examples=["running"],
+                              description="running experiments only: connecting (to Ray) | starting | "
+                                          "waiting for resources (its packs wait for CPUs/GPUs others hold) "
+                                          "| running")
+    packs_running: int | None = Field(None, examples=[2], description="packs training now (running experiments)")
 
 
 class SubmitResponse(BaseModel):
@@ -72,7 +77,7 @@ class ExperimentOut(BaseModel):
         "created_at": "2026-01-01T12:00:00Z", "started_at": "2026-01-01T12:00:01Z", "finished_at": None,
         "error": None, "runner_id": "host:1234:ab12cd", "attempts": 1,
         "progress": {"trials_total": 8, "trials_done": 5, "fraction": 0.625, "best": None,
-                     "elapsed_s": 12.5, "eta_s": 7.5},
+                     "elapsed_s": 12.5, "eta_s": 7.5, "phase": "running", "packs_running": 2},
         "dashboard_url": "http://127.0.0.1:8265",
         "links": links_for("3f2a9c1e0b7d4c58").model_dump()}]})
 
@@ -136,10 +141,11 @@ def experiment_out(view: Any, *, with_spec: bool = False, dashboard_url: str | N
         eta = max(0.0, elapsed / done * (total - done))
     elif d.get("status") in FINAL_EXPERIMENT_STATUSES:
         eta = 0.0
+    status = d.get("status") or "queued"
+    live = (d.get("progress") or {}) if status == "running" else {}
     progress = Progress(trials_total=total, trials_done=done,
                         fraction=(done / total) if total else None, best=d.get("best"),
-                        elapsed_s=elapsed, eta_s=eta)
-    status = d.get("status") or "queued"
+                        elapsed_s=elapsed, eta_s=eta, phase=live.get("phase"), packs_running=live.get("packs_running"))
     return ExperimentOut(
         id=str(d.get("id")), name=str(d.get("name") or ""), status=status,
         cancel_requested=bool(d.get("cancel_requested") or False),

@@ -103,13 +103,15 @@ class ExperimentQueue(StoreBase):
 
     def set_progress(self, exp_id: str, *, total: int, done: int, best: dict | None = None,
                      eta_s: float | None = None, dashboard_url: str | None = None,
-                     packs_total: int | None = None, packs_done: int | None = None) -> None:
-        """Record progress; ETA, dashboard URL and pack counts go to the ``progress`` JSON."""
+                     packs_total: int | None = None, packs_done: int | None = None,
+                     phase: str | None = None, packs_running: int | None = None) -> None:
+        """Record progress; ETA, dashboard URL, pack counts and the phase (connecting, starting,
+        waiting for resources, running) go to the ``progress`` JSON."""
         values: dict[str, Any] = {"n_trials_total": int(total), "n_trials_done": int(done)}
         if best is not None:
             values["best"] = _jsonable(best)
         extra = {"eta_s": eta_s, "dashboard_url": dashboard_url, "packs_total": packs_total,
-                 "packs_done": packs_done}
+                 "packs_done": packs_done, "phase": phase, "packs_running": packs_running}
         if any(v is not None for v in extra.values()):
             values["progress"] = _jsonable({**extra, "updated_at": _now().isoformat()})
         with self._write() as conn:
