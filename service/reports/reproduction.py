@@ -6,8 +6,11 @@ pairs are (seed, split). The claims of the SL1-GRU paper checked per dataset:
 
 * ``better_than_GRU`` (Table 3/5 text): each regularized GRU has a better test metric than GRU.
   Verdict from the paired test (:mod:`.paired`): *reproduced* when distinguishable in the paper's
-  direction, *not reproduced* when not distinguishable or distinguishable the other way, *not
-  testable* with too few pairs for the Wilcoxon test to reach 0.05.
+  direction and of the paper's size (relative to the reference's mean, ours and the paper's: the
+  paper's relative difference is not beyond the far end of our 95% CI), *not reproduced* when not
+  distinguishable, distinguishable the other way, or in the paper's direction but significantly
+  smaller (the reason gives both sizes), *not testable* with too few pairs for the Wilcoxon test
+  to reach 0.05.
 * ``sparsity`` (eq. 42, Table 3): L1-/SL1-GRU reach the paper's share of |W_out| < 1e-5. *Not
   testable* when the closed-form number of plain-SGD steps the penalty alone needs to bring the
   median initial |W_out| below 1e-5 exceeds the steps the runs took (the data gradient only
@@ -90,15 +93,34 @@ def reproduction_report(spec: dict[str, Any], trials: list[dict[str, Any]], *, t
             "paired": p.as_dict() if p else None,
             **step_size_summary(mine),
         })
-    claims = better_claims(dataset, refs, paired, maximize, alpha)
+    ref_means = {name: row["test_mean"] for name, row in zip(variants, rows)}
+    claims = better_claims(dataset, refs, paired, maximize, alpha, ref_means=ref_means)
     claims += _sparsity_claims(dataset, spec, rows_in, rows)
     claims.append(_time_claim(dataset, rows_in, solo, alpha))
     return {"dataset": dataset, "metric": "accuracy" if maximize else "mse", "rows": rows, "claims": claims,
             "pairs": "(seed, split)", "alpha": alpha}
 
 
-def better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any]]:
-    """The claim "each regularized variant beats its reference on test", one verdict per variant."""
+def _smaller_than_the_paper(r, sign: float, paper_diff, paper_ref, our_ref) -> str | None:
+    """Why a difference in the paper's direction is not the paper's effect (None when it is, or
+    when there is nothing to compare): the paper's difference relative to its reference's mean lies
+    beyond the far end of our 95% CI relative to our reference's mean."""
+    if not paper_diff or not paper_ref or not our_ref or r.ci_low is None:
+        return None
+    paper_rel = paper_diff / abs(paper_ref)
+    far = (r.ci_high if sign > 0 else r.ci_low) / abs(our_ref)
+    if sign * paper_rel <= 0 or sign * far >= sign * paper_rel:
+        return None
+    return (f"the direction holds (paired difference {r.mean_diff:+.3g}, Holm p = {r.p_holm:.3g}) but not the "
+            f"size: {100 * r.mean_diff / abs(our_ref):+.3g}% of the reference's mean (95% CI reaches "
+            f"{100 * far:+.3g}%) against the paper's {100 * paper_rel:+.3g}%")
+
+
+def better_claims(dataset, refs, paired, maximize, alpha, *,
+                  ref_means: dict[str, float | None] | None = None) -> list[dict[str, Any]]:
+    """The claim "each regularized variant beats its reference on test", one verdict per variant;
+    with ``ref_means`` (our mean test metric per variant) a difference in the paper's direction
+    must also be of the paper's relative size."""
     out = []
     for name, ref in refs.items():
         r = paired[name]
@@ -110,7 +132,10 @@ def better_claims(dataset, refs, paired, maximize, alpha) -> list[dict[str, Any]
             verdict, reason = "not testable", f"{r.n} pairs: the smallest attainable Wilcoxon p is " \
                                               f"{r.min_p if r.min_p is not None else 1:.3g} >= {alpha}"
         elif r.distinguishable and sign * r.mean_diff > 0:
-            verdict, reason = "reproduced", f"paired difference {r.mean_diff:+.4f}, Holm p = {r.p_holm:.3g}"
+            smaller = _smaller_than_the_paper(r, sign, paper_diff, theirs[1] if theirs else None,
+                                              (ref_means or {}).get(ref))
+            verdict, reason = ("not reproduced", smaller) if smaller else \
+                ("reproduced", f"paired difference {r.mean_diff:+.4f}, Holm p = {r.p_holm:.3g}")
         elif r.distinguishable:
             verdict, reason = "not reproduced", (f"the opposite holds: paired difference {r.mean_diff:+.4g}, "
                                                  f"Holm p = {r.p_holm:.3g}")
