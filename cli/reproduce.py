@@ -43,6 +43,11 @@ def _f(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _d(x: float) -> str:
+    """A signed difference: 4 decimals, or 3 significant digits when smaller than 1e-3."""
+    return f"{x:+.3g}" if x != 0 and abs(x) < 1e-3 else f"{x:+.4f}"
+
+
 def render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -56,13 +61,13 @@ def render(report: dict[str, Any]) -> None:
     for r in report["rows"]:
         p = r["paired"] or {}
         no_diff = "(reference)" if r["variant"] in references else "-"
-        ci = f"{p['ci_low']:+.4f}..{p['ci_high']:+.4f}" if p.get("ci_low") is not None else "-"
+        ci = f"{_d(p['ci_low'])}..{_d(p['ci_high'])}" if p.get("ci_low") is not None else "-"
         t.add_row(r["variant"], str(r["n"]),
                   f"{_f(r['train_mean'])} ± {_f(r['train_std'], 3)}", _f(r["paper_train"]),
                   f"{_f(r['test_mean'])} ± {_f(r['test_std'], 3)}", _f(r["paper_test"]),
                   _f(r["sparsity_out_1e-5"]), _f(r["sparsity_out_1e-3"]), _f(r["sparsity_out_1e-2"]),
                   _f(r["paper_sparsity"]),
-                  f"{p['mean_diff']:+.4f} vs {r['reference']}" if p.get("mean_diff") is not None else no_diff,
+                  f"{_d(p['mean_diff'])} vs {r['reference']}" if p.get("mean_diff") is not None else no_diff,
                   ci, _f(p.get("p_wilcoxon"), 3), _f(p.get("p_t"), 3), _f(p.get("p_holm"), 3),
                   _f(p.get("effect_size"), 2), p.get("verdict", ""))
     console.print(t)
@@ -107,12 +112,12 @@ def render_fig3(report: dict[str, Any]) -> None:
     for r in report["rows"]:
         p = r["paired"] or {}
         at = r["sparsity_at_claim"] or {}
-        ci = f"{p['ci_low']:+.4f}..{p['ci_high']:+.4f}" if p.get("ci_low") is not None else "-"
+        ci = f"{_d(p['ci_low'])}..{_d(p['ci_high'])}" if p.get("ci_low") is not None else "-"
         t.add_row(r["variant"], str(r["n"]), str(r["steps"]),
                   f"{_f(r['train_mean'])} ± {_f(r['train_std'], 3)}", f"{_f(r['test_mean'])} ± {_f(r['test_std'], 3)}",
                   _f(r["sparsity_out_1e-5"]), _f(r["sparsity_out_1e-3"]), _f(r["sparsity_out_1e-2"]),
                   _f(at.get("sparsity_out_1e-05")), _f(at.get("sparsity_out_0.001")), _f(at.get("sparsity_out_0.01")),
-                  f"{p['mean_diff']:+.4f} vs {r['reference']}" if p.get("mean_diff") is not None else "-",
+                  f"{_d(p['mean_diff'])} vs {r['reference']}" if p.get("mean_diff") is not None else "-",
                   ci, _f(p.get("p_holm"), 3), p.get("verdict", ""))
     console.print(t)
     _render_claims(report)
