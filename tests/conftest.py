@@ -97,6 +97,22 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(scope="module")
+def iris():
+    """The Iris task, split seed 0 (shared by the trainer tests)."""
+    from trainer.tasks import load_task
+
+    return load_task("iris", seed=0)
+
+
+@pytest.fixture(scope="module")
+def funcapprox():
+    """The eq. 40 function-approximation task, seed 0 (shared by the trainer tests)."""
+    from trainer.tasks import load_task
+
+    return load_task("funcapprox", seed=0)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path):
     """SQLAlchemy URL of a SQLite file private to one test."""

@@ -15,7 +15,6 @@ from trainer.models import make_family
 from trainer.native_build import load_library
 from trainer.native_gru import NativeGRU
 from trainer.step import resolve_backend, resolve_engine, train_pack_fast
-from trainer.tasks import load_task
 from trainer.train import train_pack
 
 from pack_compare import max_result_diff as _max_diff  # noqa: E402
@@ -25,16 +24,6 @@ pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(_lib is None, reason=f"native kernels unavailable: {_why}")]
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_task("iris", seed=0)
-
-
-@pytest.fixture(scope="module")
-def funcapprox():
-    return load_task("funcapprox", seed=0)
 
 
 def _members():
@@ -150,23 +139,6 @@ def test_native_pack_equals_solo_runs(iris, dtype, tol):
             assert np.max(np.abs(pack.members[k].trace[col] - solo.members[0].trace[col])) <= tol, col
         for name, w in solo.members[0].weights.items():
             assert np.max(np.abs(pack.members[k].weights[name] - w)) <= tol, name
-
-
-def test_native_divergence_and_pruning(funcapprox):
-    """A member whose weights overflow is marked diverged at the same step as in the eager engine
-    (NaN and inf pass through the kernels)."""
-    good = MemberConfig(lr=0.01, reg="sl1", lam=1e-3, seed=1)
-    bad = MemberConfig(lr=1e200, seed=2)
-    cfg = PackConfig(family="gru", hidden=6, batch_size=16, epochs=3, dtype="float64", device="cpu",
-                     members=[good, bad, good.model_copy(update={"seed": 3})], engine="eager")
-
-    def prune_last(epoch, metrics):
-        return [2] if epoch == 0 else None
-
-    ref = train_pack(funcapprox, cfg, on_epoch=prune_last)
-    fast = train_pack_fast(funcapprox, cfg, on_epoch=prune_last, backend="native")
-    assert fast.members[1].diverged and fast.members[2].diagnostics["pruned"]
-    assert _max_diff(ref, fast) <= 1e-10
 
 
 def test_backend_comes_from_the_config(monkeypatch):

@@ -18,7 +18,7 @@ from trainer import cells
 from trainer.config import MemberConfig, PackConfig
 from trainer.models import make_family
 from trainer.step import EpochBatches, fast_unsupported, resolve_engine, train_pack_fast
-from trainer.tasks import load_task
+from trainer.native_build import load_library
 from trainer.train import train_pack
 
 from pack_compare import max_result_diff as _max_diff  # noqa: E402
@@ -26,16 +26,6 @@ from pack_compare import max_result_diff as _max_diff  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 FAMILIES = ("gru", "lstm", "rnn", "diag_rnn")
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_task("iris", seed=0)
-
-
-@pytest.fixture(scope="module")
-def funcapprox():
-    return load_task("funcapprox", seed=0)
 
 
 def _regs(family):
@@ -190,7 +180,12 @@ def test_ragged_batch_padding_weights():
     assert order[0, :10].tolist() == rng.permutation(10).tolist()
 
 
-def test_fast_divergence_and_pruning(funcapprox):
+@pytest.mark.parametrize("backend", ["eager", "native"])
+def test_fast_divergence_and_pruning(funcapprox, backend):
+    """A member whose weights overflow is marked diverged at the same step as in the eager loop
+    (on the native kernels too: NaN and inf pass through them), and pruning stops the same member."""
+    if backend == "native" and load_library()[0] is None:
+        pytest.skip(f"native kernels unavailable: {load_library()[1]}")
     good = MemberConfig(lr=0.01, reg="sl1", lam=1e-3, seed=1)
     bad = MemberConfig(lr=1e200, seed=2)
     cfg = PackConfig(family="gru", hidden=6, batch_size=16, epochs=3, dtype="float64", device="cpu",
@@ -200,7 +195,7 @@ def test_fast_divergence_and_pruning(funcapprox):
         return [2] if epoch == 0 else None
 
     ref = train_pack(funcapprox, cfg, on_epoch=prune_last)
-    fast = train_pack_fast(funcapprox, cfg, on_epoch=prune_last, backend="eager")
+    fast = train_pack_fast(funcapprox, cfg, on_epoch=prune_last, backend=backend)
     assert fast.members[1].diverged and fast.members[2].diagnostics["pruned"]
     assert _max_diff(ref, fast) <= 1e-10
 

@@ -8,22 +8,11 @@ import torch
 
 from trainer.config import MemberConfig, PackConfig
 from trainer.result import DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, TRACE_COLUMNS
-from trainer.tasks import load_task
 from trainer.models import make_family
 from trainer.train import train_pack
 from trainer.weights import export_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def iris():
-    return load_task("iris", seed=0)
-
-
-@pytest.fixture(scope="module")
-def funcapprox():
-    return load_task("funcapprox", seed=0)
 
 
 FOUR_GRUS = [MemberConfig(lr=0.05, reg="none", seed=1),
