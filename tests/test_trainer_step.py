@@ -111,14 +111,16 @@ def test_fallback_to_eager_warns(iris, monkeypatch):
         assert train_pack(iris, cfg).engine == "eager"
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family,backend", [(f, "eager") for f in FAMILIES] + [("gru", "native")])
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
-def test_fast_pack_equals_solo_runs(iris, family, dtype, tol):
+def test_fast_pack_equals_solo_runs(iris, family, backend, dtype, tol):
+    if backend == "native" and load_library()[0] is None:
+        pytest.skip(f"native kernels unavailable: {load_library()[1]}")
     members = _members(family)
     cfg = PackConfig(family=family, hidden=6, batch_size=32, epochs=2, dtype=dtype, device="cpu", members=members)
-    pack = train_pack_fast(iris, cfg, backend="eager")
+    pack = train_pack_fast(iris, cfg, backend=backend)
     for k in (0, len(members) - 1):
-        solo = train_pack_fast(iris, cfg.model_copy(update={"members": [members[k]]}), backend="eager")
+        solo = train_pack_fast(iris, cfg.model_copy(update={"members": [members[k]]}), backend=backend)
         for col in ("loss", "penalty", "grad_norm", "update_norm"):
             assert np.max(np.abs(pack.members[k].trace[col] - solo.members[0].trace[col])) <= tol, col
         for name, w in solo.members[0].weights.items():
