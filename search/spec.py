@@ -223,8 +223,9 @@ class TrainingSpec(_Typed):
     device: str = "auto"
     trace_every: int = Field(1, ge=1)
     engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
-                                                     "(one compiled/captured step), auto (fast on CUDA, and on CPU "
-                                                     "where the native GRU kernels run)")
+                                                     "(one compiled/captured step), auto (fast on CPU where the native "
+                                                     "GRU kernels run; eager on CUDA until the captured step has "
+                                                     "been measured on a GPU)")
     fast_backend: Literal["auto", "eager", "compile", "cuda_graph", "native"] = Field(
         "auto", description="how the fast engine runs its step: eager | compile (torch.compile) | cuda_graph | "
                             "native (fused C++ kernels, CPU, gru) | auto (cuda_graph on CUDA, native on CPU "

@@ -72,7 +72,8 @@ class PackConfig(BaseModel):
     train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
                                                    "(the rnn-gd-convergence paper keeps it fixed)")
     engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
-                           "(trainer.step); auto: fast on CUDA and where the native CPU kernels run (gru), else eager")
+                           "(trainer.step); auto: fast where the native CPU kernels run (gru), else eager (on CUDA "
+                           "too, until the captured step has been measured on a GPU)")
     fast_backend: FastBackend = Field("auto", description="how the fast engine runs its step: eager (the function "
                                       "as it is), compile (torch.compile), cuda_graph (compiled and captured, CUDA), "
                                       "native (fused C++ kernels, CPU, gru); auto: cuda_graph on CUDA, native on "

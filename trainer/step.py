@@ -53,16 +53,19 @@ def fast_unsupported(config: PackConfig) -> Optional[str]:
 
 
 def resolve_engine(config: PackConfig, device: torch.device) -> str:
-    """``eager`` or ``fast`` for ``config`` on ``device``. auto: fast on CUDA, with a non-default
-    precision, or where its step runs on the native CPU kernels (GRU, a C++ compiler at hand);
-    otherwise eager (on CPU the compiled step costs minutes of compilation per pack shape). A
-    combination the fast engine does not cover goes to eager."""
+    """``eager`` or ``fast`` for ``config`` on ``device``. auto: fast with a non-default precision,
+    or where its step runs on the native CPU kernels (GRU, a C++ compiler at hand); otherwise eager:
+    on CPU the compiled step costs minutes of compilation per pack shape, and on CUDA the
+    ``cuda_graph`` path has not yet run on a GPU, so it stays opt-in (``engine: fast``) until it
+    has been measured there. A combination the fast engine does not cover goes to eager."""
     if config.engine == "eager":
         return "eager"
     if fast_unsupported(config) is not None:
         return "eager"
-    if config.engine == "fast" or device.type == "cuda" or config.precision != "float32":
+    if config.engine == "fast" or config.precision != "float32":
         return "fast"
+    if device.type == "cuda":
+        return "eager"
     return "fast" if resolve_backend(config, device) == "native" else "eager"
 
 
