@@ -44,10 +44,12 @@ def _alive_nodes() -> list[dict[str, Any]]:
 def joined_nodes() -> list[dict[str, float]] | None:
     """``{"CPU": n, "GPU": m}`` of every alive node of the Ray cluster this process joined; None
     when this process has no Ray (Ray is not imported for the question) or Ray does not answer."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    if is_initialized is None:  # no Ray here, or another thread is still importing it
         return None
     try:
+        if not is_initialized():
+            return None
         nodes = _alive_nodes()
     except Exception:  # noqa: BLE001 - Ray still starting, or going away: not known
         return None

@@ -118,6 +118,21 @@ def test_api_refuses_an_unsatisfiable_request_on_a_known_cluster(execution, fiel
     assert dashboard.requests == 1, "the cluster's answer is cached"
 
 
+def test_a_ray_still_being_imported_by_another_thread_counts_as_unknown(monkeypatch):
+    """The embedded runner imports Ray in its own thread while the API validates a submission: a
+    half-imported module (no ``is_initialized`` yet) means "not joined", never a server error."""
+    import types
+
+    from search.cluster import joined_nodes
+    from service.submission import known_nodes
+
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    assert joined_nodes() is None
+    settings = Settings(ray_address=None, ray_jobs_address=None)
+    spec = types.SimpleNamespace(execution=types.SimpleNamespace(ray_address=None))
+    assert known_nodes(settings, spec, runs_here=True)[0]["CPU"] >= 1  # this machine, as for a local Ray
+
+
 def test_an_unknown_or_unreachable_cluster_accepts_the_request(sqlite_url, tmp_path):
     import socket
 
