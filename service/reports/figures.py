@@ -121,19 +121,26 @@ def chosen_trials(store, exp_id: str, mode: str = "best", variants: list[str] | 
     return out
 
 
+def stacked_curves(store, exp_id: str, metrics: list[str], mode: str, variants: list[str] | None,
+                   read, x: str) -> Curves:
+    """Per curve label of :func:`chosen_trials`, ``(x values, {metric: (n_trials, n) array})`` of
+    the records ``read(trial)`` returns (column ``x`` and the metrics), cut to a common length."""
+    out: Curves = {}
+    for variant, chosen in chosen_trials(store, exp_id, mode, variants).items():
+        records = [r for r in (read(t) for t in chosen) if len(r[x])]
+        if not records:
+            continue
+        n = min(len(r[x]) for r in records)
+        out[variant] = (np.asarray(records[0][x][:n], dtype=float),
+                        {m: np.stack([np.asarray(r[m][:n], dtype=float) for r in records]) for m in metrics})
+    return out
+
+
 def curves(store, exp_id: str, metrics: list[str], mode: str = "best", points: int = 500,
            variants: list[str] | None = None) -> Curves:
     """Per curve label ``(steps, {metric: (n_trials, n_steps) array})`` of :func:`chosen_trials`."""
-    out: Curves = {}
-    for variant, chosen in chosen_trials(store, exp_id, mode, variants).items():
-        traces = [store.get_trace(t.id, metrics=metrics, max_points=points) for t in chosen]
-        traces = [tr for tr in traces if len(tr["step"])]
-        if not traces:
-            continue
-        n = min(len(tr["step"]) for tr in traces)
-        out[variant] = (np.asarray(traces[0]["step"][:n], dtype=float),
-                        {m: np.stack([np.asarray(tr[m][:n], dtype=float) for tr in traces]) for m in metrics})
-    return out
+    return stacked_curves(store, exp_id, metrics, mode, variants,
+                          lambda t: store.get_trace(t.id, metrics=metrics, max_points=points), "step")
 
 
 def _sortable(values) -> list:

@@ -37,16 +37,7 @@ def learning_curves(store, exp_id: str, metrics: list[str], mode: str = "best",
     unknown = [m for m in metrics if m not in EPOCH_METRICS]
     if unknown:
         raise figures.FigureError("metrics", f"unknown epoch metric(s) {unknown}; allowed: {list(EPOCH_METRICS)}")
-    out: figures.Curves = {}
-    for variant, trials in chosen_trials(store, exp_id, mode, variants).items():
-        records = [store.get_epochs(t.id) for t in trials]
-        records = [r for r in records if len(r["epoch"])]
-        if not records:
-            continue
-        n = min(len(r["epoch"]) for r in records)
-        out[variant] = (np.asarray(records[0]["epoch"][:n], dtype=float),
-                        {m: np.stack([np.asarray(r[m][:n], dtype=float) for r in records]) for m in metrics})
-    return out
+    return figures.stacked_curves(store, exp_id, metrics, mode, variants, lambda t: store.get_epochs(t.id), "epoch")
 
 
 @dataclass(frozen=True)
