@@ -1,4 +1,4 @@
-"""Run an experiment end to end: plan trials, pack them, execute on Ray Tune, tell Optuna.
+"""Run an experiment end to end: plan trials, pack them, run them on pack workers, tell Optuna.
 
 Resumable: trials already finished in the sink are never re-run; trials registered but not
 finished (a crash mid-round, a failure) are re-run with the parameters recorded for them.
@@ -24,7 +24,8 @@ from search.faults import ResourceUnsatisfiable, RetryPolicy
 from search.packing import ClusterShape, PackPlan, make_packs, member_bytes, plan_packs
 from search.planning import (Configuration, VariantStudy, grid_configurations, is_test_number,
                              select_configurations, test_plans, trial_plans)
-from search.ray_runtime import ensure_ray, run_label, tune_storage_dir
+from search import pack_pool
+from search.ray_runtime import ensure_ray, run_label
 from search.resources import resource_problem
 from search.sink import ResultSink, TrialPlan
 from search.spec import ExperimentSpec
@@ -45,7 +46,7 @@ class SearchProgress:
     eta_s: float | None
     dashboard_url: str | None
     elapsed_s: float
-    #: connecting (to Ray) | starting (planning, Tune starting packs) | waiting for resources
+    #: connecting (to Ray) | starting (planning, pack workers starting) | waiting for resources
     #: (packs wait for CPUs/GPUs another holds, none of this run's running) | running
     phase: str = "starting"
     packs_running: int = 0
@@ -105,8 +106,9 @@ class _Run:
     """State of one run of an experiment (one call of run_experiment)."""
 
     def __init__(self, spec: ExperimentSpec, sink: ResultSink, progress, should_cancel,
-                 run_id: str | None = None, retry: RetryPolicy | None = None):
+                 run_id: str | None = None, retry: RetryPolicy | None = None, keep_workers_s: float = 0.0):
         self.spec, self.sink = spec, sink
+        self.keep_workers_s = keep_workers_s
         self.label = run_label(run_id or getattr(sink, "experiment_id", None))
         base = retry or RetryPolicy()
         # unknown errors get the spec's max_failures retries; the budget and backoff are the service's
@@ -147,7 +149,7 @@ class _Run:
                                         self.best, eta, self.dashboard_url, elapsed, self.phase, self.packs_running))
 
     def on_activity(self, running: int, waiting: int) -> None:
-        """Tune's view of the round: packs running, packs waiting for resources."""
+        """The round's activity: packs training, packs waiting for resources."""
         self.packs_running = running
         self.phase = "running" if running else ("waiting for resources" if waiting else "starting")
         self.emit()
@@ -227,10 +229,9 @@ class _Run:
             return self.search()
         finally:
             if self.writer is not None:
-                import ray
-
-                ray.kill(self.writer)
+                pack_pool.keep_writer(self.writer)
                 self.writer = None
+            pack_pool.release(self.keep_workers_s)
 
     def search(self) -> SearchSummary:
         check_resources(self.spec)
@@ -353,7 +354,7 @@ class _Run:
             outcomes = run_packs(
                 jobs, self.sink, writer=self.result_writer,
                 cpus_per_pack=plan.cpus_per_pack, gpus_per_pack=plan.gpus_per_pack,
-                max_failures=ex.max_failures, storage_dir=tune_storage_dir(),
+                max_failures=ex.max_failures, slots=plan.slots,
                 name=f"{self.label}-r{self.rounds}-{int(time.time() * 1000)}", should_cancel=self.should_cancel,
                 on_pack_done=on_pack_done, time_budget_s=remaining, policy=self.retry,
                 on_activity=self.on_activity)
@@ -382,7 +383,7 @@ class _Run:
     def result_writer(self):
         """The run's writer actor, started on first use; packs hand their results to it."""
         if self.writer is None:
-            self.writer = start_writer(self.sink, self.retry)
+            self.writer = start_writer(self.sink, self.retry, reuse=pack_pool.take_writer())
         return self.writer
 
     def store_failures(self) -> None:
@@ -455,7 +456,10 @@ def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None =
 def run_experiment(spec: ExperimentSpec, sink: ResultSink, *,
                    progress: Callable[[SearchProgress], None] | None = None,
                    should_cancel: Callable[[], bool] | None = None,
-                   run_id: str | None = None, retry: RetryPolicy | None = None) -> SearchSummary:
+                   run_id: str | None = None, retry: RetryPolicy | None = None,
+                   keep_workers_s: float = 0.0) -> SearchSummary:
     """Run (or resume) ``spec``, storing every trial through ``sink``. ``run_id`` (the experiment
-    id) names Tune's run directories; ``retry`` sets the backoff and budget for pack failures."""
-    return _Run(spec, sink, progress, should_cancel, run_id, retry).run()
+    id) leads the names of the packs' tasks; ``retry`` sets the backoff and budget for pack
+    failures; the pack workers stay ``keep_workers_s`` seconds after the run for the next one in
+    this process (a long-lived runner), then end."""
+    return _Run(spec, sink, progress, should_cancel, run_id, retry, keep_workers_s).run()

@@ -1,20 +1,20 @@
-"""Run packs as Ray Tune trials.
+"""Run packs on the cluster: train one pack in a worker, run many with retries from the driver.
 
-Each :class:`~search.packing.PackJob` is one Ray Tune trial with its own resources (fractional
-GPUs allowed). Inside the worker the pack trains with ``trainer.train.train_pack`` and every
-member's result, trace included, is written through the sink in bulk, once per trial;
-``tune.report`` carries only a small summary per pack.
+Each :class:`~search.packing.PackJob` runs as one task on a long-lived pack worker
+(:mod:`search.pack_pool`) holding the pack's resources (fractional GPUs allowed). In the worker
+the pack trains with ``trainer.train.train_pack`` and every member's result, trace included, is
+handed to the run's writer in bulk, once per trial; the driver gets only a small summary.
 
 Failures (:mod:`search.faults`): a deterministic error inside a pack (bad data, an invalid
 setting) fails its members at once with a readable reason and is never retried. A pack lost to
-the infrastructure (worker or node died, database unreachable) is run again in a fresh Tune run
-after an exponential backoff with jitter, until the retry budget is spent; unknown errors get at
-most ``max_failures`` such retries. Storing a member's result is retried from the result in
-memory (the pack is not trained again) on infrastructure faults.
+the infrastructure (worker or node died, database unreachable) is run again in a next round,
+on a new worker, after an exponential backoff with jitter, until the retry budget is spent;
+unknown errors get at most ``max_failures`` such retries. Storing a member's result is retried
+from the result in memory (the pack is not trained again) on infrastructure faults.
 
-While a round runs, ``on_activity(running, waiting)`` hears how many packs are running and how
-many wait for resources (their placement groups, created by this Ray job, pending because no
-node has the CPUs or GPUs free), at most once a second and only when the counts change.
+While a round runs, ``on_activity(running, waiting)`` hears how many packs are training and how
+many wait for resources (their worker cannot start: no node has the CPUs or GPUs free), when the
+counts change.
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-from ray import tune
 
 from search.cluster import placement
 from search.faults import RetryPolicy, call_with_retry, classify, reason, sleep_unless
+from search.pack_pool import PackDone, run_round
 from search.packing import PackJob
 from search.sink import ResultSink, TrialRecord
 from search.writer import HandOffSink
@@ -173,7 +171,7 @@ def member_record(member, pack_result, job: PackJob, attempt: int) -> TrialRecor
 
 
 def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = None) -> dict[str, Any]:
-    """Train one pack and store every member; returns the small summary Tune reports, with the
+    """Train one pack and store every member; returns the small summary the driver gets, with the
     seconds spent setting up (imports, data), training and storing.
 
     A deterministic error (bad data, invalid settings) marks the members failed with its reason
@@ -231,24 +229,20 @@ def run_pack_job(job: PackJob, sink: ResultSink, policy: RetryPolicy | None = No
             "train_s": storing - trained, "store_s": time.perf_counter() - storing}
 
 
-def _pack_trainable(config: dict, jobs: list[PackJob], sink: ResultSink, policy: RetryPolicy) -> None:
-    summary = run_pack_job(jobs[config["pack"]], sink, policy)
-    tune.report({k: (-1 if v is None else v) for k, v in summary.items()})
-
-
 def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
-              max_failures: int, storage_dir: Path, name: str,
+              max_failures: int, name: str, slots: int = 1,
               should_cancel: Callable[[], bool] | None = None,
               on_pack_done: Callable[[PackOutcome], None] | None = None,
               time_budget_s: float | None = None,
               policy: RetryPolicy | None = None,
               writer: Callable[[], Any] | None = None,
               on_activity: Callable[[int, int], None] | None = None) -> list[PackOutcome]:
-    """Run the packs as Ray Tune experiments (one Tune trial per pack) and wait for them.
+    """Run the packs on at most ``slots`` long-lived pack workers (:mod:`search.pack_pool`) and
+    wait for them.
 
     With ``writer`` (a callable returning a :class:`search.writer.TraceWriter` actor), packs get
     only a :class:`search.writer.HandOffSink` to it, never ``sink`` itself. Packs lost to
-    infrastructure faults run again in a new Tune run after the policy's backoff (``max_failures``
+    infrastructure faults run again, in a next round, after the policy's backoff (``max_failures``
     bounds the retries of unknown errors); ``on_pack_done`` is called once per pack, with its
     final outcome; ``on_activity`` as the module says."""
     if not jobs:
@@ -266,16 +260,16 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
         remaining = None if time_budget_s is None else time_budget_s - (time.monotonic() - started)
         if remaining is not None and remaining <= 0:
             break
-        outcomes = _run_round(todo, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
-                              storage_dir=storage_dir, name=f"{name}-a{round_no}", should_cancel=should_cancel,
-                              time_budget_s=None if remaining is None else max(1.0, remaining), policy=policy,
-                              on_activity=on_activity)
+        done = run_round(todo, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack, slots=slots,
+                         name=name if round_no == 0 else f"{name}-a{round_no}", policy=policy,
+                         should_cancel=should_cancel, time_budget_s=remaining, on_activity=on_activity)
         round_no += 1
         cancelled = bool(should_cancel and should_cancel())
         again: list[PackJob] = []
-        for job, outcome in zip(todo, outcomes):
+        for job, pack in zip(todo, done):
+            outcome = _outcome(job, pack)
             outcome.attempts = retries.get(job.pack_id, 0) + 1
-            if not outcome.ok and not cancelled and outcome.kind != "deterministic":
+            if not outcome.ok and not cancelled and outcome.kind not in ("deterministic", "stopped"):
                 now = time.monotonic()
                 first = first_failure.setdefault(job.pack_id, now)
                 if policy.should_retry(outcome.kind or "unknown", retries.get(job.pack_id, 0), first, now):
@@ -292,7 +286,7 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
         if not sleep_unless(wait, should_cancel):
             for job in again:
                 final[job.pack_id] = PackOutcome(job.pack_id, False, "cancelled", None, None, job.size,
-                                                 "cancelled", retries.get(job.pack_id, 0) + 1)
+                                                 "stopped", retries.get(job.pack_id, 0) + 1)
             break
         for job in again:
             retries[job.pack_id] = retries.get(job.pack_id, 0) + 1
@@ -302,169 +296,11 @@ def run_packs(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gp
             for j in jobs]
 
 
-def _run_round(jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
-               storage_dir: Path, name: str, should_cancel: Callable[[], bool] | None,
-               time_budget_s: float | None, policy: RetryPolicy,
-               on_activity: Callable[[int, int], None] | None = None) -> list[PackOutcome]:
-    outcomes: dict[str, PackOutcome] = {}
-    key = uuid.uuid4().hex
-    _LIVE_RUNS[key] = _LiveRun(jobs, outcomes, should_cancel, on_activity)
-    try:
-        return _fit(key, jobs, sink, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack,
-                    storage_dir=storage_dir, name=name, time_budget_s=time_budget_s, policy=policy)
-    finally:
-        _LIVE_RUNS.pop(key, None)
-
-
-@dataclass
-class _LiveRun:
-    """A round in flight: its packs, their outcomes so far, and the caller's callables."""
-
-    jobs: list[PackJob]
-    outcomes: dict[str, PackOutcome]
-    should_cancel: Callable[[], bool] | None
-    on_activity: Callable[[int, int], None] | None
-    activity: tuple[int, int] | None = None
-    activity_at: float = 0.0
-
-
-#: State of the runs in flight, by key. Tune pickles its callbacks and stoppers with the
-#: experiment state, so they hold only the key, never closures, locks or connections.
-_LIVE_RUNS: dict[str, _LiveRun] = {}
-
-
-class _PackProgress(tune.Callback):
-    """Tune callback: records each pack's outcome as it completes or fails for good."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._finish(trial, True)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, False)
-
-    def _finish(self, trial, ok: bool) -> None:
-        live = _LIVE_RUNS.get(self.key)
-        if live is None:
-            return
-        job = live.jobs[trial.config["pack"]]
-        r = (trial.last_result or {}) if ok else {}
-        best, best_id = r.get("best_value"), r.get("best_trial_id")
-        error, kind = None, None
-        if ok and r.get("error") not in (None, -1):
-            ok, error, kind = False, str(r["error"]), str(r.get("error_kind") or "deterministic")
-        elif not ok:
-            error, kind = _trial_error(trial)
-        outcome = PackOutcome(job.pack_id, ok, error,
-                              None if best in (None, -1) else float(best),
-                              None if best_id in (None, -1) else int(best_id), job.size, kind)
-        live.outcomes[job.pack_id] = outcome
-
-
-class _PackActivity(tune.Callback):
-    """Tune callback: tells the run's ``on_activity`` how many packs run and how many wait for
-    resources, at most once a second, when the counts change."""
-
-    EVERY_S = 1.0
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def on_step_end(self, iteration, trials, **info):
-        live = _LIVE_RUNS.get(self.key)
-        now = time.monotonic()
-        if live is None or live.on_activity is None or now - live.activity_at < self.EVERY_S:
-            return
-        live.activity_at = now
-        running = sum(t.status == "RUNNING" for t in trials)
-        pending = sum(t.status == "PENDING" for t in trials)
-        counts = (running, min(pending, _placement_groups_waiting()) if pending else 0)
-        if counts != live.activity:
-            live.activity = counts
-            live.on_activity(*counts)
-
-
-def _placement_groups_waiting() -> int:
-    """Placement groups of this Ray job (the packs Tune asked resources for) still pending."""
-    import ray
-    from ray.util.placement_group import placement_group_table
-
-    try:
-        job = ray.get_runtime_context().get_job_id()
-        table = placement_group_table()
-    except Exception:  # noqa: BLE001 - a GCS hiccup: nothing known to wait
-        return 0
-    return sum(1 for pg_id, pg in table.items() if str(pg_id).endswith(job) and pg.get("state") == "PENDING")
-
-
-def _trial_error(trial) -> tuple[str, str]:
-    """The readable reason and fault kind of a failed Tune trial (never the error file's path)."""
-    exc = None
-    try:  # Tune writes the error to the trial's local directory first, synced to storage later
-        path = trial.pickled_error_file
-        if path and os.path.exists(path):
-            import cloudpickle
-
-            with open(path, "rb") as f:
-                exc = cloudpickle.load(f)
-        else:
-            exc = trial.get_pickled_error()
-    except Exception:  # noqa: BLE001 - an unreadable error is an unknown one
-        exc = None
-    if isinstance(exc, BaseException):
-        return reason(exc), classify(exc)
-    try:
-        path = trial.error_file
-        text = Path(path).read_text() if path and os.path.exists(path) else (trial.get_error() or "")
-    except Exception:  # noqa: BLE001
-        text = ""
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip() and not ln.startswith(" ")]
-    return (lines[-1][:500] if lines else "the pack's worker failed"), "unknown"
-
-
-class _PackName:
-    """Tune trial (and trial directory) name: the run's name (the experiment id leads it) and the
-    pack's index, as the dashboard and Tune's logs show it."""
-
-    def __init__(self, run_name: str):
-        self.run_name = run_name
-
-    def __call__(self, trial) -> str:
-        return f"{self.run_name}-pack{trial.config['pack']}"
-
-
-class _CancelStopper(tune.Stopper):
-    """Stops every pack in flight once the run's ``should_cancel`` says so."""
-
-    def __init__(self, key: str):
-        self.key = key
-
-    def __call__(self, trial_id, result):
-        return False
-
-    def stop_all(self):
-        live = _LIVE_RUNS.get(self.key)
-        return bool(live and live.should_cancel and live.should_cancel())
-
-
-def _fit(key: str, jobs: list[PackJob], sink: ResultSink, *, cpus_per_pack: float, gpus_per_pack: float,
-         storage_dir: Path, name: str, time_budget_s: float | None, policy: RetryPolicy) -> list[PackOutcome]:
-    resources = {"cpu": cpus_per_pack, "gpu": gpus_per_pack}
-    trainable = tune.with_resources(tune.with_parameters(_pack_trainable, jobs=jobs, sink=sink, policy=policy),
-                                    resources)
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"pack": tune.grid_search(list(range(len(jobs))))},
-        tune_config=tune.TuneConfig(reuse_actors=True, time_budget_s=time_budget_s,
-                                    trial_name_creator=_PackName(name), trial_dirname_creator=_PackName(name)),
-        run_config=tune.RunConfig(
-            name=name, storage_path=str(storage_dir), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
-            stop=_CancelStopper(key), callbacks=[_PackProgress(key), _PackActivity(key)], log_to_file=False),
-    )
-    tuner.fit()
-    outcomes = _LIVE_RUNS[key].outcomes
-    return [outcomes.get(j.pack_id, PackOutcome(j.pack_id, False, "not finished", None, None, j.size, "unknown"))
-            for j in jobs]
+def _outcome(job: PackJob, pack: PackDone) -> PackOutcome:
+    """A pack's outcome from what its worker returned (or why it failed)."""
+    if pack.error is not None:
+        return PackOutcome(job.pack_id, False, pack.error, None, None, job.size, pack.kind)
+    summary = pack.summary or {}
+    best, best_id = summary.get("best_value"), summary.get("best_trial_id")
+    return PackOutcome(job.pack_id, True, None, None if best is None else float(best),
+                       None if best_id is None else int(best_id), job.size)

@@ -14,7 +14,7 @@ from search.sink import TrialPlan
 
 @dataclass
 class PackJob:
-    """One Ray Tune trial: K trials of one architecture trained together."""
+    """One task on a pack worker: K trials of one architecture trained together."""
 
     pack_id: str
     variant_family: str

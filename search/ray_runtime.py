@@ -92,7 +92,7 @@ def dashboard_available() -> bool:
 
 
 def run_label(run_id: str | None) -> str:
-    """A directory-safe label for Tune's run directory, from an id (never from a user's name)."""
+    """A name-safe label for a run (its packs' task names), from an id (never from a user's name)."""
     safe = "".join(ch for ch in (run_id or "") if ch.isascii() and (ch.isalnum() or ch in "-_"))[:64]
     return safe or f"run-{secrets.token_hex(6)}"
 

@@ -1,4 +1,4 @@
-"""Storage off the packs' critical path: packs hand their results to one writer per round.
+"""Storage off the packs' critical path: packs hand their results to one writer per run.
 
 Packs never hold a database connection, nor its URL: every pack gets a :class:`HandOffSink`,
 which carries only the handle of a :class:`TraceWriter` actor (no GPU, no CPU reserved, on the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import uuid
 from typing import Any
 
 from search.faults import RetryPolicy, call_with_retry, reason
@@ -52,6 +53,11 @@ class TraceWriter:
 
     def trial_failed(self, trial_id: int, error: str) -> None:
         self._retried(f"trial {trial_id}: marking failed", self.sink.trial_failed, trial_id, error)
+
+    def bind(self, sink: ResultSink, policy: RetryPolicy | None = None) -> None:
+        """Serve another run: store what it hands over through ``sink`` (after storing what is queued)."""
+        self.queue.join()
+        self.sink, self.policy, self.failed = sink, policy or RetryPolicy(), {}
 
     def hand_off(self, records: list[tuple[int, TrialRecord]]) -> int:
         """Take a pack's records (returns when queued, not when written)."""
@@ -119,12 +125,20 @@ class HandOffSink:
             ray.get(self.writer.hand_off.remote(records))
 
 
-def start_writer(sink: ResultSink, policy: RetryPolicy | None = None):
-    """A :class:`TraceWriter` actor on this (the driver's) node, reserving no CPU or GPU."""
+def start_writer(sink: ResultSink, policy: RetryPolicy | None = None, reuse=None):
+    """A :class:`TraceWriter` actor on this (the driver's) node, reserving no CPU or GPU: ``reuse``
+    (a writer an earlier run of this process kept) bound to ``sink`` when it still answers, else a
+    new one."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    if reuse is not None:
+        try:
+            ray.get(reuse.bind.remote(sink, policy), timeout=30)
+            return reuse
+        except Exception:  # noqa: BLE001 - gone or stuck: a new writer
+            log.warning("the kept result writer did not answer; starting a new one")
     here = ray.get_runtime_context().get_node_id()
     actor = ray.remote(num_cpus=0, max_concurrency=8)(TraceWriter)
     return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
-                         name=f"rnnhpo-writer-{getattr(sink, 'experiment_id', 'run')}-{id(sink):x}").remote(sink, policy)
+                         name=f"rnnhpo-writer-{uuid.uuid4().hex[:12]}").remote(sink, policy)

@@ -249,6 +249,8 @@ class Runner:
                 kwargs["run_id"] = exp_id
             if accepted is None or "retry" in accepted:
                 kwargs["retry"] = self._policy()
+            if accepted is None or "keep_workers_s" in accepted:
+                kwargs["keep_workers_s"] = self.settings.pack_worker_keep_s
             summary = call_with_retry(
                 lambda: run_fn(spec, sink, **kwargs), self._policy(max_unknown=0), should_cancel=should_cancel,
                 on_retry=lambda exc, wait: log.warning("experiment %s: %s; resuming in %.1f s", exp_id,

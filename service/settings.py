@@ -6,7 +6,7 @@ reads the environment: the CLI and the API build a :class:`Settings` and hand it
 
 The embedded default needs no configuration: everything lives under one per-user home,
 ``$XDG_DATA_HOME/rnnhpo`` (``~/.local/share/rnnhpo``), whatever the current directory:
-the SQLite database ``rnnhpo.db``, dataset files in ``data/``, plots, Ray's and Tune's files.
+the SQLite database ``rnnhpo.db``, dataset files in ``data/``, plots, Ray's files.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     data_dir: Path | None = Field(
         default=None, description="Dataset files (default HOME/data); specs cannot name files outside it")
     var_dir: Path | None = Field(
-        default=None, description="Plots, Ray temp and Tune storage (default HOME)")
+        default=None, description="Plots and Ray temp (default HOME)")
     ray_address: str | None = Field(
         default=None,
         description="Ray cluster to join (e.g. 'auto', '10.0.0.5:6379'); unset starts a local Ray")
@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = Field(default=30.0, gt=0, description="Longest delay between retries")
     ray_connect_timeout_s: float = Field(default=120.0, gt=0,
                                          description="Starting or joining Ray fails after this many seconds")
+    pack_worker_keep_s: float = Field(
+        default=60.0, ge=0, description="An embedded runner keeps its pack workers (warm processes "
+        "holding their CPUs/GPUs) this many seconds after an experiment for the next one; 0 ends them")
     stop_grace_s: float = Field(default=3.0, gt=0, description="On SIGTERM/SIGINT: seconds to stop packs "
                                 "before the claim is released anyway and the process exits")
     min_free_disk_mb: float = Field(default=64.0, ge=0,
@@ -86,8 +89,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> "Settings":
-        """Fill the paths left unset from ``home``; relative paths become absolute (Ray Tune runs
-        trainables in their own trial directories)."""
+        """Fill the paths left unset from ``home``; relative paths become absolute (Ray's worker
+        processes do not run in this directory)."""
         self.home = self.home.expanduser().resolve()
         self.data_dir = (self.data_dir or self.home / "data").expanduser().resolve()
         self.var_dir = (self.var_dir or self.home).expanduser().resolve()

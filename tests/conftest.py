@@ -130,3 +130,18 @@ def ray_local(tmp_path_factory):
     url = ensure_ray(num_cpus=2)
     yield url
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_idle_pack_workers():
+    """A long-lived runner keeps its pack workers after an experiment (holding their CPUs); each
+    test ends them, so the next test finds the session's Ray as free as it expects."""
+    yield
+    import sys
+
+    pool = sys.modules.get("search.pack_pool")
+    if pool is not None:
+        import ray
+
+        if ray.is_initialized():
+            pool.release(0)

@@ -1,0 +1,296 @@
+"""Long-lived pack workers: Ray actors that train pack after pack, across rounds and runs.
+
+A pack is one task on a :class:`PackWorker`, an actor holding the pack's resources (CPUs and a
+GPU or a fraction of one), with torch, the compiled kernels and the last datasets loaded. The
+driver keeps its workers between rounds and, for ``keep_s`` seconds after a run, for the next
+run in the same process (the embedded runner serves experiment after experiment), so only the
+first pack of a process pays for a worker's start.
+
+This replaced one Ray Tune run per round: measured on the 2-core machine, a Tune run cost
+2.4-3.7 s of wall time before its first pack trained (a new actor process importing torch,
+about 1.1 s, and Tune's own start, about 1.3 s), which was 65 % of a 100-epoch Wine grid.
+The dashboard shows each worker as a ``PackWorker`` actor and each pack as a task named
+``<run name>-pack<i>``.
+
+:func:`run_round` hands a round's packs to the workers, one at a time per worker, and waits:
+
+* a pack's deterministic failure comes back as its summary (the worker stays);
+* any other exception, or the worker's death, fails the pack with its reason and fault kind
+  (:mod:`search.faults`); the worker is ended and, while packs wait, replaced;
+* a cancel (``should_cancel``) or the end of ``time_budget_s`` ends the workers in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from search.faults import RetryPolicy, classify, reason
+
+log = logging.getLogger("rnnhpo.search")
+
+#: How often the driver looks at cancel, the time budget and the activity counts (seconds).
+POLL_S = 0.2
+
+
+class PackWorker:
+    """One worker process (a Ray actor): trains the packs it is given, one at a time."""
+
+    def __init__(self) -> None:
+        import torch
+
+        import trainer.train  # noqa: F401 - the import is the warm-up: paid once per worker
+
+        torch.set_num_threads(1)
+
+    def ready(self) -> bool:
+        """Returns once the worker is up (its resources granted, its imports done)."""
+        return True
+
+    def run(self, job, sink, policy: RetryPolicy | None) -> dict[str, Any]:
+        """Train one pack and store its members (:func:`search.execution.run_pack_job`)."""
+        from search.execution import run_pack_job
+
+        return run_pack_job(job, sink, policy)
+
+
+@dataclass
+class _Worker:
+    handle: Any
+    shape: tuple[float, float]
+    ready_ref: Any
+    up: bool = False
+    idle_until: float = 0.0
+
+
+@dataclass
+class _Pool:
+    """The process's idle workers, by resource shape; only touched under ``lock``."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    idle: list[_Worker] = field(default_factory=list)
+    job_id: str | None = None
+    reaper: threading.Timer | None = None
+    #: the last run's result writer (:mod:`search.writer`), kept with the workers
+    writer: Any = None
+    writer_until: float = 0.0
+
+
+_POOL = _Pool()
+_ACTOR_CLASS = None
+
+
+def _actor_class():
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        import ray
+
+        _ACTOR_CLASS = ray.remote(max_restarts=0, max_task_retries=0)(PackWorker)
+    return _ACTOR_CLASS
+
+
+def _current_job() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_job_id()
+
+
+def _kill(worker: _Worker) -> None:
+    _kill_actor(worker.handle)
+
+
+def _kill_actor(handle) -> None:
+    import ray
+
+    try:
+        ray.kill(handle, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def _same_session() -> None:
+    """Forget what an earlier Ray session left (its handles are gone with it); under ``lock``."""
+    job = _current_job()
+    if _POOL.job_id != job:
+        _POOL.idle, _POOL.writer, _POOL.job_id = [], None, job
+
+
+def keep_writer(handle) -> None:
+    """Keep the run's result writer for the next run (until :func:`release`'s deadline)."""
+    with _POOL.lock:
+        _same_session()
+        previous, _POOL.writer, _POOL.writer_until = _POOL.writer, handle, float("inf")
+    if previous is not None and previous is not handle:
+        _kill_actor(previous)
+
+
+def take_writer():
+    """The result writer an earlier run kept, or None."""
+    with _POOL.lock:
+        _same_session()
+        handle, _POOL.writer = _POOL.writer, None
+        return handle
+
+
+def _take(shape: tuple[float, float], n: int) -> list[_Worker]:
+    """Up to ``n`` workers of ``shape``: idle ones first, new ones for the rest. Idle workers of
+    another shape are ended (they hold resources the new ones may need)."""
+    with _POOL.lock:
+        _same_session()
+        mine = [w for w in _POOL.idle if w.shape == shape][:n]
+        others = [w for w in _POOL.idle if w.shape != shape]
+        _POOL.idle = [w for w in _POOL.idle if w.shape == shape and w not in mine]
+    for worker in others:
+        _kill(worker)
+    return mine + [_start(shape) for _ in range(n - len(mine))]
+
+
+def _start(shape: tuple[float, float]) -> _Worker:
+    cpus, gpus = shape
+    handle = _actor_class().options(num_cpus=cpus, num_gpus=gpus).remote()
+    return _Worker(handle, shape, handle.ready.remote())
+
+
+def _give_back(workers: list[_Worker]) -> None:
+    with _POOL.lock:
+        for worker in workers:
+            worker.idle_until = float("inf")  # kept for the run's next round
+            _POOL.idle.append(worker)
+
+
+def release(keep_s: float = 0.0) -> None:
+    """The run is over: idle workers (and the kept writer) stay ``keep_s`` seconds for the next
+    run in this process, then end (``0``: now)."""
+    now = time.monotonic()
+    with _POOL.lock:
+        for worker in _POOL.idle:
+            worker.idle_until = min(worker.idle_until, now + keep_s)
+        _POOL.writer_until = min(_POOL.writer_until, now + keep_s)
+        if _POOL.reaper is not None:
+            _POOL.reaper.cancel()
+        _POOL.reaper = None
+        if keep_s > 0 and (_POOL.idle or _POOL.writer is not None):
+            _POOL.reaper = threading.Timer(keep_s + 0.05, _reap)
+            _POOL.reaper.daemon = True
+            _POOL.reaper.start()
+    _reap()
+
+
+def _reap() -> None:
+    now = time.monotonic()
+    with _POOL.lock:
+        ended = [w.handle for w in _POOL.idle if w.idle_until <= now]
+        _POOL.idle = [w for w in _POOL.idle if w.idle_until > now]
+        if _POOL.writer is not None and _POOL.writer_until <= now:
+            ended.append(_POOL.writer)
+            _POOL.writer = None
+    for handle in ended:
+        _kill_actor(handle)
+
+
+def idle_workers() -> int:
+    """Workers this process keeps idle (for the next round or run)."""
+    with _POOL.lock:
+        return len(_POOL.idle)
+
+
+@dataclass
+class PackDone:
+    """What became of one pack of a round: its summary, or why it failed and the fault's kind."""
+
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    kind: str | None = None
+
+
+def run_round(jobs: list, sink, *, cpus_per_pack: float, gpus_per_pack: float, slots: int, name: str,
+              policy: RetryPolicy, should_cancel: Callable[[], bool] | None = None,
+              time_budget_s: float | None = None,
+              on_activity: Callable[[int, int], None] | None = None) -> list[PackDone]:
+    """Run ``jobs`` on at most ``slots`` workers and return what became of each (in order).
+
+    ``on_activity(running, waiting)``: packs training, and packs whose worker waits for resources
+    another holds, whenever the counts change (checked every ``POLL_S``)."""
+    import ray
+
+    shape = (float(cpus_per_pack), float(gpus_per_pack))
+    started = time.monotonic()
+    done: dict[int, PackDone] = {}
+    queue = deque(range(len(jobs)))
+    workers = _take(shape, max(1, min(slots, len(jobs))))
+    free = deque(workers)
+    in_flight: dict[Any, tuple[int, _Worker]] = {}
+    activity: tuple[int, int] | None = None
+    stopped: str | None = None
+
+    def submit() -> None:
+        while queue and free:
+            index, worker = queue.popleft(), free.popleft()
+            ref = worker.handle.run.options(name=f"{name}-pack{index}").remote(jobs[index], sink, policy)
+            in_flight[ref] = (index, worker)
+
+    try:
+        while queue or in_flight:
+            submit()
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                index, worker = in_flight.pop(ref)
+                try:
+                    done[index] = _summary_done(ray.get(ref))
+                    free.append(worker)
+                except Exception as exc:  # noqa: BLE001 - classified; the worker is not trusted again
+                    done[index] = PackDone(error=reason(exc), kind=classify(exc))
+                    log.warning("pack %s failed on its worker: %s", jobs[index].pack_id, done[index].error)
+                    _kill(worker)
+                    workers.remove(worker)
+                    if queue:
+                        replacement = _start(shape)
+                        workers.append(replacement)
+                        free.append(replacement)
+            if should_cancel and should_cancel():
+                stopped = "cancelled"
+            elif time_budget_s is not None and time.monotonic() - started >= time_budget_s:
+                stopped = "stopped: the experiment's time budget ran out"
+            if stopped:
+                break
+            counts = _activity(in_flight.values(), shape)
+            if on_activity is not None and counts != activity:
+                activity = counts
+                on_activity(*counts)
+    finally:
+        for index, worker in in_flight.values():  # cancelled, out of time, or the driver failed
+            _kill(worker)
+            workers.remove(worker)
+            done.setdefault(index, PackDone(error=stopped or "not finished", kind="stopped" if stopped else "unknown"))
+        _give_back(workers)
+    return [done.get(i, PackDone(error=stopped or "not finished", kind="stopped" if stopped else "unknown"))
+            for i in range(len(jobs))]
+
+
+def _summary_done(summary: dict[str, Any]) -> PackDone:
+    if summary.get("error") is not None:
+        return PackDone(summary, str(summary["error"]), str(summary.get("error_kind") or "deterministic"))
+    return PackDone(summary)
+
+
+def _activity(in_flight, shape: tuple[float, float]) -> tuple[int, int]:
+    """(packs training, packs waiting for resources): a pack whose worker is not up yet waits
+    for resources when the cluster has too few of them free, else its worker is starting."""
+    import ray
+
+    running, starting = 0, 0
+    for _, worker in in_flight:
+        if not worker.up:
+            ready, _ = ray.wait([worker.ready_ref], timeout=0)
+            worker.up = bool(ready)
+        running += worker.up
+        starting += not worker.up
+    if not starting:
+        return running, 0
+    free = ray.available_resources()
+    short = free.get("CPU", 0.0) < shape[0] or (shape[1] > 0 and free.get("GPU", 0.0) < shape[1])
+    return running, starting if short else 0
