@@ -192,10 +192,10 @@ def _reap() -> None:
         _kill_actor(handle)
 
 
-def idle_workers() -> int:
-    """Workers this process keeps idle (for the next round or run)."""
+def idle_worker_ids() -> list[str]:
+    """Ray actor ids of the workers this process keeps idle (for the next round or run)."""
     with _POOL.lock:
-        return len(_POOL.idle)
+        return [w.handle._actor_id.hex() for w in _POOL.idle]
 
 
 @dataclass
