@@ -213,84 +213,135 @@ def run_round(jobs: list, sink, *, cpus_per_pack: float, gpus_per_pack: float, s
               on_activity: Callable[[int, int], None] | None = None) -> list[PackDone]:
     """Run ``jobs`` on at most ``slots`` workers and return what became of each (in order).
 
-    ``on_activity(running, waiting)``: packs training, and packs whose worker waits for resources
-    another holds, whenever the counts change (checked every ``POLL_S``)."""
+    A pack goes only to a worker that is up: one still waiting for resources (a lost node's
+    share, CPUs held elsewhere) never holds a pack that a running worker could take next.
+    ``on_activity(running, waiting)``: packs training, and packs waiting for a worker while the
+    cluster has too few resources free, whenever the counts change (checked every ``POLL_S``)."""
     import ray
 
-    shape = (float(cpus_per_pack), float(gpus_per_pack))
+    round_ = _Round(jobs, sink, policy, name, (float(cpus_per_pack), float(gpus_per_pack)))
+    round_.workers = _take(round_.shape, max(1, min(slots, len(jobs))))
     started = time.monotonic()
-    done: dict[int, PackDone] = {}
-    queue = deque(range(len(jobs)))
-    workers = _take(shape, max(1, min(slots, len(jobs))))
-    free = deque(workers)
-    in_flight: dict[Any, tuple[int, _Worker]] = {}
     activity: tuple[int, int] | None = None
-    stopped: str | None = None
-
-    def submit() -> None:
-        while queue and free:
-            index, worker = queue.popleft(), free.popleft()
-            ref = worker.handle.run.options(name=f"{name}-pack{index}").remote(jobs[index], sink, policy)
-            in_flight[ref] = (index, worker)
-
     try:
-        while queue or in_flight:
-            submit()
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                index, worker = in_flight.pop(ref)
-                try:
-                    done[index] = _summary_done(ray.get(ref))
-                    free.append(worker)
-                except Exception as exc:  # noqa: BLE001 - classified; the worker is not trusted again
-                    done[index] = PackDone(error=reason(exc), kind=classify(exc))
-                    log.warning("pack %s failed on its worker: %s", jobs[index].pack_id, done[index].error)
-                    _kill(worker)
-                    workers.remove(worker)
-                    if queue:
-                        replacement = _start(shape)
-                        workers.append(replacement)
-                        free.append(replacement)
+        while round_.queue or round_.in_flight:
+            round_.check_starts()
+            round_.submit()
+            waiting_on = list(round_.in_flight) + [w.ready_ref for w in round_.workers if not w.up]
+            ready, _ = ray.wait(waiting_on, num_returns=1, timeout=POLL_S)
+            round_.collect([r for r in ready if r in round_.in_flight])
             if should_cancel and should_cancel():
-                stopped = "cancelled"
+                round_.stopped = "cancelled"
             elif time_budget_s is not None and time.monotonic() - started >= time_budget_s:
-                stopped = "stopped: the experiment's time budget ran out"
-            if stopped:
+                round_.stopped = "stopped: the experiment's time budget ran out"
+            if round_.stopped:
                 break
-            counts = _activity(in_flight.values(), shape)
+            counts = round_.activity()
             if on_activity is not None and counts != activity:
                 activity = counts
                 on_activity(*counts)
     finally:
-        for index, worker in in_flight.values():  # cancelled, out of time, or the driver failed
+        round_.end()
+    return [round_.done.get(i, round_.unfinished()) for i in range(len(jobs))]
+
+
+#: Workers of one round that may die before they are up, in a row, before its waiting packs fail.
+MAX_START_FAILURES = 3
+
+
+class _Round:
+    """The book-keeping of one :func:`run_round`: packs queued, in flight and done; its workers."""
+
+    def __init__(self, jobs: list, sink, policy, name: str, shape: tuple[float, float]):
+        self.jobs, self.sink, self.policy, self.name, self.shape = jobs, sink, policy, name, shape
+        self.queue = deque(range(len(jobs)))
+        self.workers: list[_Worker] = []
+        self.in_flight: dict[Any, tuple[int, _Worker]] = {}
+        self.done: dict[int, PackDone] = {}
+        self.stopped: str | None = None
+        self.start_failures = 0
+
+    def busy(self) -> set[int]:
+        return {id(w) for _, w in self.in_flight.values()}
+
+    def check_starts(self) -> None:
+        """Mark workers that came up; drop those that died starting (replaced while packs wait)."""
+        import ray
+
+        for worker in [w for w in self.workers if not w.up]:
+            ready, _ = ray.wait([worker.ready_ref], timeout=0)
+            if not ready:
+                continue
+            try:
+                ray.get(worker.ready_ref)
+                worker.up, self.start_failures = True, 0
+            except Exception as exc:  # noqa: BLE001 - it died starting: its resources are back
+                self.workers.remove(worker)
+                self.start_failures += 1
+                log.warning("a pack worker died starting: %s", reason(exc))
+                if self.workers or not self.queue:
+                    continue
+                if self.start_failures >= MAX_START_FAILURES:
+                    while self.queue:
+                        self.done[self.queue.popleft()] = PackDone(error=reason(exc), kind=classify(exc))
+                else:
+                    self.workers.append(_start(self.shape))
+
+    def submit(self) -> None:
+        busy = self.busy()
+        for worker in self.workers:
+            if not self.queue:
+                return
+            if worker.up and id(worker) not in busy:
+                index = self.queue.popleft()
+                ref = worker.handle.run.options(name=f"{self.name}-pack{index}").remote(
+                    self.jobs[index], self.sink, self.policy)
+                self.in_flight[ref] = (index, worker)
+
+    def collect(self, refs: list) -> None:
+        import ray
+
+        for ref in refs:
+            index, worker = self.in_flight.pop(ref)
+            try:
+                self.done[index] = _summary_done(ray.get(ref))
+            except Exception as exc:  # noqa: BLE001 - classified; the worker is not trusted again
+                self.done[index] = PackDone(error=reason(exc), kind=classify(exc))
+                log.warning("pack %s failed on its worker: %s", self.jobs[index].pack_id, self.done[index].error)
+                _kill(worker)
+                self.workers.remove(worker)
+                if self.queue:  # used once up (resources allowing): the others go on meanwhile
+                    self.workers.append(_start(self.shape))
+
+    def activity(self) -> tuple[int, int]:
+        """(packs training, packs waiting for resources): packs queued while some worker is not up
+        wait for resources when the cluster has too few of them free (else a worker is starting)."""
+        import ray
+
+        running = len(self.in_flight)
+        if not self.queue or all(w.up for w in self.workers):
+            return running, 0
+        free = ray.available_resources()
+        short = free.get("CPU", 0.0) < self.shape[0] or (self.shape[1] > 0 and free.get("GPU", 0.0) < self.shape[1])
+        return running, len(self.queue) if short else 0
+
+    def unfinished(self) -> PackDone:
+        return PackDone(error=self.stopped or "not finished", kind="stopped" if self.stopped else "unknown")
+
+    def end(self) -> None:
+        """In-flight packs (cancelled, out of time, the driver failed) end with their workers, and so
+        do workers not up yet; the others go back to the pool."""
+        for index, worker in self.in_flight.values():
             _kill(worker)
-            workers.remove(worker)
-            done.setdefault(index, PackDone(error=stopped or "not finished", kind="stopped" if stopped else "unknown"))
-        _give_back(workers)
-    return [done.get(i, PackDone(error=stopped or "not finished", kind="stopped" if stopped else "unknown"))
-            for i in range(len(jobs))]
+            self.workers.remove(worker)
+            self.done.setdefault(index, self.unfinished())
+        for worker in [w for w in self.workers if not w.up]:
+            _kill(worker)
+            self.workers.remove(worker)
+        _give_back(self.workers)
 
 
 def _summary_done(summary: dict[str, Any]) -> PackDone:
     if summary.get("error") is not None:
         return PackDone(summary, str(summary["error"]), str(summary.get("error_kind") or "deterministic"))
     return PackDone(summary)
-
-
-def _activity(in_flight, shape: tuple[float, float]) -> tuple[int, int]:
-    """(packs training, packs waiting for resources): a pack whose worker is not up yet waits
-    for resources when the cluster has too few of them free, else its worker is starting."""
-    import ray
-
-    running, starting = 0, 0
-    for _, worker in in_flight:
-        if not worker.up:
-            ready, _ = ray.wait([worker.ready_ref], timeout=0)
-            worker.up = bool(ready)
-        running += worker.up
-        starting += not worker.up
-    if not starting:
-        return running, 0
-    free = ray.available_resources()
-    short = free.get("CPU", 0.0) < shape[0] or (shape[1] > 0 and free.get("GPU", 0.0) < shape[1])
-    return running, starting if short else 0

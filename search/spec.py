@@ -291,8 +291,8 @@ class AshaSpec(_Typed):
 
 class ExecutionSpec(_Typed):
     pack_size: int = Field(64, ge=1, le=4096, description=(
-        "members trained together in one Ray Tune trial (on GPUs, when set: the largest pack; "
-        "unset, packs are as large as a GPU's memory allows)"))
+        "members trained together in one pack, one task on a pack worker (on GPUs, when set: the "
+        "largest pack; unset, packs are as large as a GPU's memory allows)"))
     timing: Literal["packed", "solo"] = Field(
         "packed", description="packed: members share a pack (its wall time is recorded, shared); solo: every "
                               "trial trains alone (pack size 1) so its wall time is its own")
@@ -300,7 +300,9 @@ class ExecutionSpec(_Typed):
     gpus_per_pack: Union[Literal["auto"], Annotated[float, Field(ge=0)]] = Field(
         "auto", description="GPUs per pack (fractions allowed); auto: one pack per GPU on a "
                             "cluster with GPUs, CPU packs otherwise")
-    max_failures: int = Field(2, ge=0, le=10, description="Ray Tune retries of a failed pack")
+    max_failures: int = Field(2, ge=0, le=10, description=(
+        "retries of a pack that failed with an unknown error (infrastructure faults retry within the "
+        "runner's time budget)"))
     scheduler: Literal["none", "asha"] = "none"
     asha: AshaSpec = Field(default_factory=AshaSpec)
     ray_address: str | None = Field(None, description="join this Ray cluster (else RAY_ADDRESS or local)")

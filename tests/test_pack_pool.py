@@ -43,15 +43,15 @@ def alive(actor_id: str) -> bool:
 
 
 def test_workers_serve_the_next_run_then_end(ray_local, sqlite_url):
-    """keep_workers_s > 0: the second run trains on the first run's worker processes (no new
-    actor), and they end once the keep time is over."""
+    """keep_workers_s > 0: the second run takes the first run's worker processes, and they end
+    once the keep time is over. (A worker that came up too late to take a pack is not kept.)"""
     _, _, first = run(sqlite_url, spec_of(), keep_workers_s=30)
     assert first.n_failed == 0
     kept = pack_pool.idle_worker_ids()
-    assert len(kept) == 2, "two CPUs, two packs in the selection round: two workers"
+    assert 1 <= len(kept) <= 2, "two CPUs: at most two workers"
     _, _, second = run(sqlite_url, spec_of(), keep_workers_s=1.0)
     assert second.n_failed == 0
-    assert sorted(pack_pool.idle_worker_ids()) == sorted(kept)
+    assert set(kept) <= set(pack_pool.idle_worker_ids()), "the same processes served the second run"
     deadline = time.monotonic() + 20
     while pack_pool.idle_worker_ids() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -80,8 +80,10 @@ def _cpus_free_soon(timeout: float = 20.0) -> bool:
 def test_kept_workers_of_another_shape_give_way(ray_local, sqlite_url):
     """Two idle 1-CPU workers hold both CPUs of the session's Ray; a run whose packs need 2 CPUs
     must end them rather than wait for resources forever."""
-    _, _, first = run(sqlite_url, spec_of(), keep_workers_s=60)
-    assert first.n_failed == 0 and len(pack_pool.idle_worker_ids()) == 2
+    spec = spec_of()
+    slow = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 300})})
+    _, _, first = run(sqlite_url, slow, keep_workers_s=60)
+    assert first.n_failed == 0 and len(pack_pool.idle_worker_ids()) == 2, "packs long enough for both to start"
     t0 = time.monotonic()
     _, _, second = run(sqlite_url, spec_of(cpus_per_pack=2), keep_workers_s=60, )
     assert second.n_failed == 0 and second.trials_done == second.trials_total
@@ -103,3 +105,26 @@ def test_the_time_budget_stops_the_packs_in_flight(ray_local, sqlite_url):
     assert failed and all("time budget" in (t.error or "") for t in failed), [t.error for t in trials]
     assert pack_pool.idle_worker_ids() == [], "stopped workers are ended, never kept"
     assert _cpus_free_soon()
+
+
+def test_a_worker_waiting_for_resources_never_holds_a_pack(ray_local, sqlite_url):
+    """One of the session's 2 CPUs is held elsewhere for the whole run: the round's second worker
+    never starts, and both packs train, one after the other, on the worker that did."""
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    try:
+        ray.get(holder.ready.remote(), timeout=60)
+        t0 = time.monotonic()
+        # the budget turns a regression (a pack held by the worker that never starts) into a failure
+        store, exp_id, summary = run(sqlite_url, spec_of(time_budget_s=60))
+        assert summary.n_failed == 0 and summary.trials_done == summary.trials_total
+        assert time.monotonic() - t0 < 60
+        packs = {t.pack_id for t in store.list_trials(exp_id)[0] if t.number < 4}
+        assert len(packs) == 2, "the selection round had two packs for two slots"
+    finally:
+        ray.kill(holder)
