@@ -137,11 +137,12 @@ def take_writer():
 
 
 def _take(shape: tuple[float, float], n: int) -> list[_Worker]:
-    """Up to ``n`` workers of ``shape``: idle ones first, new ones for the rest. Idle workers of
-    another shape are ended (they hold resources the new ones may need)."""
+    """Up to ``n`` workers of ``shape``: idle ones first (those up before those still starting), new
+    ones for the rest. Idle workers of another shape are ended (they hold resources the new ones
+    may need)."""
     with _POOL.lock:
         _same_session()
-        mine = [w for w in _POOL.idle if w.shape == shape][:n]
+        mine = sorted((w for w in _POOL.idle if w.shape == shape), key=lambda w: not w.up)[:n]
         others = [w for w in _POOL.idle if w.shape != shape]
         _POOL.idle = [w for w in _POOL.idle if w.shape == shape and w not in mine]
     for worker in others:
@@ -329,15 +330,12 @@ class _Round:
         return PackDone(error=self.stopped or "not finished", kind="stopped" if self.stopped else "unknown")
 
     def end(self) -> None:
-        """In-flight packs (cancelled, out of time, the driver failed) end with their workers, and so
-        do workers not up yet; the others go back to the pool."""
+        """In-flight packs (cancelled, out of time, the driver failed) end with their workers; the
+        others, up or still starting, go back to the pool."""
         for index, worker in self.in_flight.values():
             _kill(worker)
             self.workers.remove(worker)
             self.done.setdefault(index, self.unfinished())
-        for worker in [w for w in self.workers if not w.up]:
-            _kill(worker)
-            self.workers.remove(worker)
         _give_back(self.workers)
 
 
