@@ -71,6 +71,62 @@ def test_kernels_gradcheck():
     assert torch.autograd.gradcheck(Native.apply, (flat,))
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-14), (torch.float32, 1e-6)])
+def test_cross_entropy_kernel_matches_autograd(reduction, dtype, tol):
+    """Value and dE/d out of the fused softmax cross-entropy against autograd through
+    torch.nn.functional.cross_entropy (and trainer.train.data_loss), per-member and shared labels."""
+    from trainer.train import data_loss
+
+    K, n, C = 4, 9, 3
+    gen = torch.Generator().manual_seed(1)
+    out = (5 * torch.randn(K, n, C, generator=gen, dtype=dtype))
+    y = torch.randint(0, C, (K, n), generator=gen)
+    net = NativeGRU(make_family("gru", 1, 4, C), K, n, 2, dtype, CPU)
+    scale = 1.0 if reduction == "sum" else 1.0 / n
+    value, dout = net.cross_entropy(out, y, scale)
+    leaf = out.clone().requires_grad_(True)
+    ref = torch.stack([torch.nn.functional.cross_entropy(leaf[k], y[k], reduction=reduction) for k in range(K)])
+    (grad,) = torch.autograd.grad(ref.sum(), leaf)
+    assert torch.max(torch.abs(value - ref.detach())) <= tol * 10
+    assert torch.max(torch.abs(dout - grad)) <= tol
+    ref_value, ref_dout = data_loss(out, y, "classification", reduction=reduction)
+    assert torch.max(torch.abs(value - ref_value)) <= tol * 10 and torch.max(torch.abs(dout - ref_dout)) <= tol
+    shared, _ = net.cross_entropy(out, y[0], scale)  # labels shared by every member (the evaluation)
+    assert torch.max(torch.abs(shared - data_loss(out, y[0], "classification", need_dout=False,
+                                                     reduction=reduction)[0])) <= tol * 10
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-15), (torch.float32, 1e-6)])
+def test_penalty_kernel_matches_the_regularizers(dtype, tol):
+    """The fused L1 / L2 / smoothing-L1 value and gradient (both scopes, weights on both sides of
+    alpha and exactly 0) against trainer.regularizers.Penalty and against autograd of eq. 14."""
+    from trainer.regularizers import Penalty, h_alpha
+
+    fam = make_family("gru", 2, 5, 3)
+    members = _members()
+    K = len(members)
+    flat = fam.init([m.seed for m in members], 0.5, dtype, "cpu")
+    flat[:, -7:-4] = 0.0
+    flat[:, -4] = 0.05  # |w| == alpha: the branch of |w| >= alpha
+    pen = Penalty(fam, members, dtype, CPU)
+    ref_value, parts = pen.value_and_grad(flat)
+    ref_grad = torch.zeros_like(flat)
+    for sl, part in parts:
+        ref_grad[:, sl] += part
+    grad = torch.zeros_like(flat)
+    net = NativeGRU(fam, K, 4, 2, dtype, CPU)
+    value = net.penalty(flat, grad, pen)
+    assert torch.max(torch.abs(value - ref_value)) <= tol * 10
+    assert torch.max(torch.abs(grad - ref_grad)) <= tol
+    sl1 = 3  # the smoothing-L1 member: value and gradient of sum lam h_alpha(w) by autograd (scope "all")
+    cols = pen.cols
+    leaf = flat[sl1, cols].clone().requires_grad_(True)
+    coef = pen.c_sl1[sl1]
+    (auto,) = torch.autograd.grad((coef * h_alpha(leaf, 0.05)).sum(), leaf)
+    assert torch.max(torch.abs(grad[sl1, cols] - auto)) <= tol
+
+
 def test_pack_member_equals_solo_member_bitwise():
     """Each member's numbers depend on its own row only: the same bits alone or in a pack."""
     fam = make_family("gru", 1, 8, 3)

@@ -49,6 +49,8 @@ class NativeGRU:
         self._fwd = getattr(lib, f"gru_forward_{suffix}")
         self._bwd = getattr(lib, f"gru_backward_{suffix}")
         self._sgd = getattr(lib, f"sgd_step_{suffix}")
+        self._ce = getattr(lib, f"cross_entropy_{suffix}")
+        self._pen = getattr(lib, f"penalty_{suffix}")
         H, lay = family.H, family.layout
         off = lambda name: lay.offsets[name][0] if name in lay.offsets else 0  # noqa: E731
         self.K, self.T, self.D, self.H, self.C = K, T, family.D, H, family.C
@@ -125,3 +127,32 @@ class NativeGRU:
                   ctypes.c_double(eps))
         return row
 
+    def cross_entropy(self, out: Tensor, y: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+        """(data loss (K,), dE_data/d out (K, n, C)) of softmax cross-entropy for class indices ``y``
+        (K, n), or (n,) shared by all members: :func:`trainer.train.data_loss`'s default loss, fused in one
+        pass."""
+        out = out.contiguous()
+        K, n, C = out.shape
+        y = y.to(torch.int64).expand(K, n).contiguous()  # a label outside [0, C) adds nothing: never read
+        value = torch.empty(K, dtype=out.dtype, device=out.device)
+        dout = torch.empty_like(out)
+        dims = (ctypes.c_int64 * 4)(K, n, C, torch.get_num_threads())
+        self._ce(_ptr(out), _ptr(y), _ptr(value), _ptr(dout), dims, ctypes.c_double(scale))
+        return value, dout
+
+    def penalty(self, flat: Tensor, grad: Tensor, penalty) -> Tensor:
+        """The closed-form penalties of ``penalty`` (a :class:`trainer.regularizers.Penalty`; its
+        Tikhonov term is not computed here): returns their value (K,) and adds their gradient to
+        ``grad`` in place."""
+        cols = penalty.cols
+        coefs = [penalty.c_l1, penalty.c_l2, penalty.c_sl1]
+        if grad.shape != flat.shape or not (flat.is_contiguous() and grad.is_contiguous()):
+            raise ValueError("penalty: gradient and weights must be contiguous and of the pack's shape")
+        if any(c is not None and (c.shape != (flat.shape[0], cols.stop - cols.start) or not c.is_contiguous())
+               for c in coefs):
+            raise ValueError("penalty: coefficients must be contiguous (K, penalised columns)")
+        pen = torch.empty(flat.shape[0], dtype=flat.dtype, device=flat.device)
+        dims = (ctypes.c_int64 * 5)(flat.shape[0], flat.shape[1], cols.start, cols.stop, torch.get_num_threads())
+        alpha = penalty.alpha.contiguous()
+        self._pen(_ptr(flat), _ptr(grad), _ptr(pen), *(_ptr(c) for c in coefs), _ptr(alpha), dims)
+        return pen

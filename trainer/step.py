@@ -136,6 +136,10 @@ class FastStep:
         else:
             self.m = self.v = torch.zeros((), dtype=dt, device=dev)
         self.zero = torch.zeros((), dtype=dt, device=dev)
+        classes = self.kind == "classification" and self.loss in ("auto", "cross_entropy")
+        #: the fused kernels compute the cross-entropy and the closed-form penalties too
+        self.native_ce = native is not None and classes
+        self.native_penalty = native is not None and not st.penalty.has_tik and not self.proximal
 
     # -- the step -----------------------------------------------------------------------------
     def _objective(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
@@ -168,7 +172,10 @@ class FastStep:
         real samples (the padding of a short batch is not computed), whose loss weights are those
         of the eager loop's :func:`data_loss`."""
         out = self.native.forward_train(flat, xb)
-        dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
+        if self.native_ce:
+            dloss, dout = self.native.cross_entropy(out, yb, 1.0 if self.reduction == "sum" else 1.0 / out.shape[1])
+        else:
+            dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
         return self.native.backward(dout), (dloss, self.zero)
 
     def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
@@ -179,10 +186,13 @@ class FastStep:
             g, (dloss, tik) = self._native_grad(flat, xb, yb)
         else:
             g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
-        pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
-        pen = pen + tik
-        for sl, part in parts:
-            g[:, sl] += part
+        if self.native_penalty:
+            pen = self.native.penalty(flat, g, st.penalty)
+        else:
+            pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
+            pen = pen + tik
+            for sl, part in parts:
+                g[:, sl] += part
         if st.grad_mask is not None:
             g = g * st.grad_mask
         loss = dloss + pen
@@ -238,7 +248,10 @@ class FastStep:
                 out = cell_forward(self.family, self.family.layout.views(flat), x_all)
             res = []
             for o, y in ((out[:, :n_tr], st.y_train), (out[:, n_tr:], st.y_test)):
-                loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
+                if self.native_ce:
+                    loss, _ = self.native.cross_entropy(o, y, 1.0 / o.shape[1])
+                else:
+                    loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
                 loss = loss * st.split_scale(y.shape[0])
                 if self.kind == "classification":
                     metric = (o.argmax(-1) == y).to(flat.dtype).mean(1)

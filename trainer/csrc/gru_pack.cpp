@@ -448,6 +448,75 @@ void sgd_step(T* flat, const T* grad, const T* loss, const T* dloss, const T* pe
     *step_no += 1;
 }
 
+// Cross-entropy of softmax outputs (classification, ``data_loss``'s default), per member: value[k] =
+// -scale * sum_n log softmax(out[k, n])[y[k, n]] and dout = scale * (softmax - onehot(y)), as
+// trainer/train.py's data_loss (log-softmax with the row's max subtracted, softmax = exp(logp)).
+template <typename T>
+void cross_entropy(const T* out, const int64_t* y, T* value, T* dout, const int64_t* dims, double scale) {
+    const int64_t K = dims[0], n = dims[1], C = dims[2], threads = dims[3];
+    const T s = static_cast<T>(scale);
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads)) if (threads > 1)
+    for (int64_t k = 0; k < K; ++k) {
+        T total = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const T* o = out + (k * n + i) * C;
+            T* d = dout + (k * n + i) * C;
+            T m = o[0];
+            for (int64_t c = 1; c < C; ++c) m = o[c] > m ? o[c] : m;
+            T sum = 0;
+            for (int64_t c = 0; c < C; ++c) sum += std::exp(o[c] - m);
+            const T lse = std::log(sum);
+            const int64_t label = y[k * n + i];
+            for (int64_t c = 0; c < C; ++c) {
+                const T logp = (o[c] - m) - lse;
+                d[c] = (std::exp(logp) - (c == label ? T(1) : T(0))) * s;
+                if (c == label) total += logp;
+            }
+        }
+        value[k] = -total * s;
+    }
+}
+
+// The closed-form penalties of trainer/regularizers.py on the columns [lo, hi) of each member's row:
+// pen[k] = sum_j c_l1 |w| + c_l2 w^2 + c_sl1 h_alpha(w) (eq. 14), and grad[k, j] += c_l1 sign(w) +
+// c_l2 2w + c_sl1 h_alpha'(w). Coefficients are (K, hi - lo); a null one is a penalty no member uses.
+template <typename T>
+void penalty(const T* flat, T* grad, T* pen, const T* c_l1, const T* c_l2, const T* c_sl1, const T* alpha,
+             const int64_t* dims) {
+    const int64_t K = dims[0], P = dims[1], lo = dims[2], hi = dims[3], threads = dims[4];
+    const int64_t n = hi - lo;
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(threads)) if (threads > 1)
+    for (int64_t k = 0; k < K; ++k) {
+        const T* w = flat + k * P + lo;
+        T* g = grad + k * P + lo;
+        const T a = alpha[k];
+        T total = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            const T wj = w[j], aw = wj < 0 ? -wj : wj;
+            const T sign = wj > 0 ? T(1) : (wj < 0 ? T(-1) : T(0));
+            T value = 0, part = 0;
+            if (c_l1) {
+                const T c = c_l1[k * n + j];
+                value += c * aw;
+                part += c * sign;
+            }
+            if (c_l2) {
+                const T c = c_l2[k * n + j];
+                value += c * wj * wj;
+                part += c * (T(2) * wj);
+            }
+            if (c_sl1) {
+                const T c = c_sl1[k * n + j];
+                value += c * (aw >= a ? aw : wj * wj / (T(2) * a) + a / T(2));
+                part += c * (aw >= a ? sign : wj / a);
+            }
+            total += value;
+            g[j] += part;
+        }
+        pen[k] = total;
+    }
+}
+
 }  // namespace
 
 extern "C" {
@@ -480,5 +549,23 @@ void sgd_step_f64(double* flat, const double* grad, const double* loss, const do
                   const double* lr, uint8_t* active, uint8_t* diverged, int64_t* div_step, int64_t* step_no,
                   const double* share, double* row, const int64_t* dims, double eps) {
     sgd_step(flat, grad, loss, dloss, pen, lr, active, diverged, div_step, step_no, share, row, dims, eps);
+}
+// dims: K, n, C, threads; y: (K, n) class indices; value (K,), dout (K, n, C).
+void cross_entropy_f32(const float* out, const int64_t* y, float* value, float* dout, const int64_t* dims,
+                       double scale) {
+    cross_entropy(out, y, value, dout, dims, scale);
+}
+void cross_entropy_f64(const double* out, const int64_t* y, double* value, double* dout, const int64_t* dims,
+                       double scale) {
+    cross_entropy(out, y, value, dout, dims, scale);
+}
+// dims: K, P, first and end penalised column, threads.
+void penalty_f32(const float* flat, float* grad, float* pen, const float* c_l1, const float* c_l2,
+                 const float* c_sl1, const float* alpha, const int64_t* dims) {
+    penalty(flat, grad, pen, c_l1, c_l2, c_sl1, alpha, dims);
+}
+void penalty_f64(const double* flat, double* grad, double* pen, const double* c_l1, const double* c_l2,
+                 const double* c_sl1, const double* alpha, const int64_t* dims) {
+    penalty(flat, grad, pen, c_l1, c_l2, c_sl1, alpha, dims);
 }
 }
