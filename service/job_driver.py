@@ -27,7 +27,7 @@ log = logging.getLogger("rnnhpo.job_driver")
 
 class _Cancel:
     """``should_cancel``: SIGTERM from Ray, or the cancel flag in the database (polled at most
-    every ``poll_s`` seconds). Pickles to an inert probe (Tune pickles its stoppers)."""
+    every ``poll_s`` seconds). Pickles to an inert probe (as the runner's callables)."""
 
     def __init__(self, store, exp_id: str, poll_s: float):
         self.store, self.exp_id, self.poll_s = store, exp_id, poll_s

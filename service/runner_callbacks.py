@@ -1,5 +1,6 @@
 """The callables the runner hands to the search driver: the cancel probe and the progress
-recorder (Ray Tune pickles them into its experiment state, so they pickle to inert no-ops); and
+recorder (they pickle to inert no-ops: nothing shipped to another process carries the runner's
+locks or connections); and
 the progress the runner records itself, before the driver starts and after it ends."""
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def set_progress_kwargs(store) -> set[str]:
 
 
 class _DriverCallback:
-    """Base of the callables handed to the driver. Ray Tune pickles its stoppers and callbacks
-    (with whatever they close over) into its experiment state; these pickle to inert no-ops
-    instead of failing on the runner's locks and database connections."""
+    """Base of the callables handed to the driver. Whatever pickles them (Ray shipping a closure
+    to a worker, a scheduler saving its state) gets an inert no-op instead of failing on the
+    runner's locks and database connections."""
 
     _live = False
 

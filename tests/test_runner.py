@@ -166,7 +166,7 @@ def test_lost_claim_leaves_the_row_alone(store, sqlite_url):
 
 
 def test_driver_callbacks_pickle_to_noops(store, sqlite_url):
-    """Ray Tune pickles stoppers/callbacks; the runner's callables must survive that."""
+    """Whatever pickles the runner's callables (Ray shipping them to a worker) gets inert probes."""
     import pickle
 
     captured = {}

@@ -31,8 +31,8 @@ _CACHE_LOCK = threading.Lock()
 
 def normalize_url(url: str | URL) -> URL:
     """Parse ``url``, pick the psycopg 3 driver for plain PostgreSQL URLs and make a relative
-    SQLite path absolute (Ray Tune runs trainables in their trial directories, so a relative
-    path would name a different, empty file there)."""
+    SQLite path absolute (Ray's worker processes, where packs and the result writer run, do not
+    share the driver's directory, so a relative path would name a different, empty file there)."""
     u = make_url(str(url)) if not isinstance(url, URL) else url
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
