@@ -65,6 +65,8 @@ class _Worker:
     ready_ref: Any
     up: bool = False
     idle_until: float = 0.0
+    #: started by the current round (not taken from the pool)
+    fresh: bool = True
 
 
 @dataclass
@@ -73,7 +75,7 @@ class _Pool:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     idle: list[_Worker] = field(default_factory=list)
-    job_id: str | None = None
+    session: str | None = None
     reaper: threading.Timer | None = None
     #: the last run's result writer (:mod:`search.writer`), kept with the workers
     writer: Any = None
@@ -93,10 +95,12 @@ def _actor_class():
     return _ACTOR_CLASS
 
 
-def _current_job() -> str:
+def _current_session() -> str:
+    """This driver's Ray job and node: a new local Ray reuses job ids, never node ids."""
     import ray
 
-    return ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    return f"{context.get_job_id()}@{context.get_node_id()}"
 
 
 def _kill(worker: _Worker) -> None:
@@ -114,9 +118,9 @@ def _kill_actor(handle) -> None:
 
 def _same_session() -> None:
     """Forget what an earlier Ray session left (its handles are gone with it); under ``lock``."""
-    job = _current_job()
-    if _POOL.job_id != job:
-        _POOL.idle, _POOL.writer, _POOL.job_id = [], None, job
+    session = _current_session()
+    if _POOL.session != session:
+        _POOL.idle, _POOL.writer, _POOL.session = [], None, session
 
 
 def keep_writer(handle) -> None:
@@ -160,6 +164,7 @@ def _give_back(workers: list[_Worker]) -> None:
     with _POOL.lock:
         for worker in workers:
             worker.idle_until = float("inf")  # kept for the run's next round
+            worker.fresh = False
             _POOL.idle.append(worker)
 
 
@@ -278,7 +283,7 @@ class _Round:
                 worker.up, self.start_failures = True, 0
             except Exception as exc:  # noqa: BLE001 - it died starting: its resources are back
                 self.workers.remove(worker)
-                self.start_failures += 1
+                self.start_failures += worker.fresh  # a kept worker may have died idle (its node lost)
                 log.warning("a pack worker died starting: %s", reason(exc))
                 if self.workers or not self.queue:
                     continue

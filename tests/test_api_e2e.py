@@ -38,8 +38,9 @@ TINY = {
 }  # GRU: 2 seeds (nothing to select); SL1-GRU: 2 lam x 2 seeds on validation + the best lam x 2 seeds
 #  on test -> 8 trials
 
-#: More packs, so a kill lands mid-experiment: 8 trials, one per pack.
-KILLABLE = {**TINY, "name": "iris-kill", "training": {"epochs": 3, "batch_size": 16, "lr": 0.05},
+#: More packs, so a kill lands mid-experiment: 8 trials, one per pack, each long enough (warm pack
+#: workers start the next pack at once) that the poll sees the experiment part done.
+KILLABLE = {**TINY, "name": "iris-kill", "training": {"epochs": 150, "batch_size": 16, "lr": 0.05},
             "seeds": [0, 1], "execution": {"pack_size": 1}}
 
 
@@ -230,7 +231,8 @@ def lifecycle(server: Server) -> None:
         assert _png_shape(c.plot(sub.id, kind, **params))[:2] == shape, kind
 
     # cancel a running experiment: its packs stop, it ends cancelled, it can then be deleted
-    long = c.submit({**KILLABLE, "name": "iris-cancel", "training": {"epochs": 40, "batch_size": 16, "lr": 0.05}})
+    # long enough that the cancel lands mid-run: the workers are warm from the experiment before
+    long = c.submit({**KILLABLE, "name": "iris-cancel", "training": {"epochs": 3000, "batch_size": 16, "lr": 0.05}})
     wait_for(c, long.id, ("running",), timeout=120)
     with pytest.raises(ApiError) as exc:
         c.delete(long.id)
