@@ -87,7 +87,7 @@ def test_kept_workers_of_another_shape_give_way(ray_local, sqlite_url):
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) < 1e-6, "the idle workers hold both CPUs"
     t0 = time.monotonic()
-    _, _, second = run(sqlite_url, spec_of(cpus_per_pack=2), keep_workers_s=60, )
+    _, _, second = run(sqlite_url, spec_of(cpus_per_pack=2, time_budget_s=60), keep_workers_s=60)  # fails, never hangs
     assert second.n_failed == 0 and second.trials_done == second.trials_total
     assert time.monotonic() - t0 < 60
     assert len(pack_pool.idle_worker_ids()) == 1
