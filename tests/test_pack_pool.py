@@ -42,6 +42,20 @@ def alive(actor_id: str) -> bool:
     return state is not None and state.state == "ALIVE"
 
 
+def eventually(cond, timeout: float = 20.0, every: float = 0.2) -> bool:
+    """Whether ``cond()`` holds within ``timeout`` seconds (polled every ``every``)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
+def cpus_free() -> bool:
+    return ray.available_resources().get("CPU", 0) >= 2.0 - 1e-6
+
+
 def test_workers_serve_the_next_run_then_end(ray_local, sqlite_url):
     """keep_workers_s > 0: the second run takes the first run's worker processes (no new one),
     and they end once the keep time is over."""
@@ -52,29 +66,15 @@ def test_workers_serve_the_next_run_then_end(ray_local, sqlite_url):
     _, _, second = run(sqlite_url, spec_of(), keep_workers_s=1.0)
     assert second.n_failed == 0
     assert sorted(pack_pool.idle_worker_ids()) == sorted(kept), "the same processes served the second run"
-    deadline = time.monotonic() + 20
-    while pack_pool.idle_worker_ids() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert pack_pool.idle_worker_ids() == []
-    deadline = time.monotonic() + 20
-    while any(alive(a) for a in kept) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(alive(a) for a in kept), "the workers' processes ended (their CPUs are free)"
+    assert eventually(lambda: pack_pool.idle_worker_ids() == [])
+    assert eventually(lambda: not any(alive(a) for a in kept), every=0.5), \
+        "the workers' processes ended (their CPUs are free)"
 
 
 def test_no_keep_time_ends_the_workers_with_the_run(ray_local, sqlite_url):
     _, _, summary = run(sqlite_url, spec_of())
     assert summary.n_failed == 0 and pack_pool.idle_worker_ids() == []
-    assert ray.available_resources().get("CPU", 0) == pytest.approx(2.0, abs=1e-6) or _cpus_free_soon()
-
-
-def _cpus_free_soon(timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ray.available_resources().get("CPU", 0) >= 2.0 - 1e-6:
-            return True
-        time.sleep(0.2)
-    return False
+    assert eventually(cpus_free)
 
 
 def test_kept_workers_of_another_shape_give_way(ray_local, sqlite_url):
@@ -82,10 +82,8 @@ def test_kept_workers_of_another_shape_give_way(ray_local, sqlite_url):
     must end them rather than wait for resources forever."""
     _, _, first = run(sqlite_url, spec_of(), keep_workers_s=60)
     assert first.n_failed == 0 and len(pack_pool.idle_worker_ids()) == 2
-    deadline = time.monotonic() + 30  # a worker may come up after the packs ended: wait for both
-    while ray.available_resources().get("CPU", 0) > 1e-6 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ray.available_resources().get("CPU", 0) < 1e-6, "the idle workers hold both CPUs"
+    # a worker may come up after the packs ended: wait for both
+    assert eventually(lambda: ray.available_resources().get("CPU", 0) < 1e-6, 30), "the idle workers hold both CPUs"
     t0 = time.monotonic()
     _, _, second = run(sqlite_url, spec_of(cpus_per_pack=2, time_budget_s=60), keep_workers_s=60)  # fails, never hangs
     assert second.n_failed == 0 and second.trials_done == second.trials_total
@@ -111,10 +109,7 @@ def test_the_time_budget_stops_the_packs_in_flight(ray_local, sqlite_url):
            if (t.name or "").startswith(exp_id) and t.actor_id}
     assert ran, "packs were training when the budget ran out"
     assert not ran & set(pack_pool.idle_worker_ids()), "a stopped pack's worker is ended, never kept"
-    deadline = time.monotonic() + 20
-    while any(alive(a) for a in ran) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not any(alive(a) for a in ran)
+    assert eventually(lambda: not any(alive(a) for a in ran), every=0.5)
 
 
 def test_a_worker_waiting_for_resources_never_holds_a_pack(ray_local, sqlite_url):
