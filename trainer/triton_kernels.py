@@ -1,0 +1,155 @@
+"""Triton kernels of the paper's GRU (eq. 2-5) over a pack: the forward of all T steps and the
+backward through time, one program per (member, rows) and per member. Imported only by
+:class:`trainer.triton_gru.TritonGRU`, which documents the layout and calls them."""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def mm(a, b, PREC: tl.constexpr, F64: tl.constexpr):
+    if F64:
+        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def gru_forward(flat, x, out, hs, zr, rh, cc, n, P, x_stride, cap,
+                o_wx, o_wzr, o_wh, o_b, o_wo, o_bo,
+                T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
+                BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
+                BIAS: tl.constexpr, KEEP: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(1) * BB + tl.arange(0, BB)
+    d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
+    rm, dm, jm, cm = rows < n, d < D, j < H, c < C
+    w = flat + k * P
+    mdj = dm[:, None] & jm[None, :]
+    mjj = jm[:, None] & jm[None, :]
+    Wxz = tl.load(w + o_wx + d[:, None] * (3 * H) + j[None, :], mask=mdj, other=0.0)
+    Wxr = tl.load(w + o_wx + d[:, None] * (3 * H) + H + j[None, :], mask=mdj, other=0.0)
+    Wxh = tl.load(w + o_wx + d[:, None] * (3 * H) + 2 * H + j[None, :], mask=mdj, other=0.0)
+    Whz = tl.load(w + o_wzr + j[:, None] * (2 * H) + j[None, :], mask=mjj, other=0.0)
+    Whr = tl.load(w + o_wzr + j[:, None] * (2 * H) + H + j[None, :], mask=mjj, other=0.0)
+    Whh = tl.load(w + o_wh + j[:, None] * H + j[None, :], mask=mjj, other=0.0)
+    Wo = tl.load(w + o_wo + j[:, None] * C + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0)
+    h = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
+    xk = x + k * x_stride
+    mrj = rm[:, None] & jm[None, :]
+    for t in range(T):
+        xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
+                     other=0.0)
+        az = mm(xt, Wxz, PREC, F64)
+        ar = mm(xt, Wxr, PREC, F64)
+        ah = mm(xt, Wxh, PREC, F64)
+        if BIAS:
+            az += tl.load(w + o_b + j, mask=jm, other=0.0)[None, :]
+            ar += tl.load(w + o_b + H + j, mask=jm, other=0.0)[None, :]
+            ah += tl.load(w + o_b + 2 * H + j, mask=jm, other=0.0)[None, :]
+        z = sigmoid(az + mm(h, Whz, PREC, F64))
+        r = sigmoid(ar + mm(h, Whr, PREC, F64))
+        q = r * h
+        cand = 2.0 * sigmoid(2.0 * (ah + mm(q, Whh, PREC, F64))) - 1.0
+        if KEEP:
+            at = (k * T + t) * cap + rows[:, None]
+            tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+            tl.store(zr + at * (2 * H) + j[None, :], z, mask=mrj)
+            tl.store(zr + at * (2 * H) + H + j[None, :], r, mask=mrj)
+            tl.store(rh + at * H + j[None, :], q, mask=mrj)
+            tl.store(cc + at * H + j[None, :], cand, mask=mrj)
+        h = h + z * (cand - h)
+    if KEEP:
+        tl.store(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+    o = mm(h, Wo, PREC, F64)
+    if BIAS:
+        o += tl.load(w + o_bo + c, mask=cm, other=0.0)[None, :]
+    tl.store(out + (k * n + rows[:, None]) * C + c[None, :], o, mask=rm[:, None] & cm[None, :])
+
+
+@triton.jit
+def gru_backward(flat, x, dout, hs, zr, rh, cc, grad, n, P, x_stride, cap,
+                 o_wx, o_wzr, o_wh, o_b, o_wo, o_bo,
+                 T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
+                 BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
+                 BIAS: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64)
+    d, j, c, b = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC), tl.arange(0, BB)
+    dm, jm, cm = d < D, j < H, c < C
+    w = flat + k * P
+    mjj = jm[:, None] & jm[None, :]
+    # transposed recurrent weights: element [a, i] = W[i, a]
+    WhzT = tl.load(w + o_wzr + j[None, :] * (2 * H) + j[:, None], mask=mjj, other=0.0)
+    WhrT = tl.load(w + o_wzr + j[None, :] * (2 * H) + H + j[:, None], mask=mjj, other=0.0)
+    WhhT = tl.load(w + o_wh + j[None, :] * H + j[:, None], mask=mjj, other=0.0)
+    WoT = tl.load(w + o_wo + j[None, :] * C + c[:, None], mask=cm[:, None] & jm[None, :], other=0.0)
+    dt = flat.dtype.element_ty
+    gWxz = tl.zeros((BD, BH), dtype=dt)
+    gWxr = tl.zeros((BD, BH), dtype=dt)
+    gWxh = tl.zeros((BD, BH), dtype=dt)
+    gWhz = tl.zeros((BH, BH), dtype=dt)
+    gWhr = tl.zeros((BH, BH), dtype=dt)
+    gWhh = tl.zeros((BH, BH), dtype=dt)
+    gbz = tl.zeros((BH,), dtype=dt)
+    gbr = tl.zeros((BH,), dtype=dt)
+    gbh = tl.zeros((BH,), dtype=dt)
+    gWo = tl.zeros((BH, BC), dtype=dt)
+    gbo = tl.zeros((BC,), dtype=dt)
+    xk = x + k * x_stride
+    for start in range(0, n, BB):
+        rows = start + b
+        rm = rows < n
+        mrj = rm[:, None] & jm[None, :]
+        g = tl.load(dout + (k * n + rows[:, None]) * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+        hT = tl.load(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
+        gWo += mm(tl.trans(hT), g, PREC, F64)
+        gbo += tl.sum(g, axis=0)
+        dh = mm(g, WoT, PREC, F64)
+        for tt in range(T):
+            t = T - 1 - tt
+            at = (k * T + t) * cap + rows[:, None]
+            h = tl.load(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
+            z = tl.load(zr + at * (2 * H) + j[None, :], mask=mrj, other=0.0)
+            r = tl.load(zr + at * (2 * H) + H + j[None, :], mask=mrj, other=0.0)
+            q = tl.load(rh + at * H + j[None, :], mask=mrj, other=0.0)
+            cand = tl.load(cc + at * H + j[None, :], mask=mrj, other=0.0)
+            xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
+                         other=0.0)
+            dz = dh * (cand - h)
+            dac = dh * z * (1.0 - cand * cand)
+            dhp = dh * (1.0 - z)
+            gWhh += mm(tl.trans(q), dac, PREC, F64)
+            dq = mm(dac, WhhT, PREC, F64)
+            dhp += dq * r
+            daz = dz * z * (1.0 - z)
+            dar = dq * h * r * (1.0 - r)
+            gWhz += mm(tl.trans(h), daz, PREC, F64)
+            gWhr += mm(tl.trans(h), dar, PREC, F64)
+            dhp += mm(daz, WhzT, PREC, F64) + mm(dar, WhrT, PREC, F64)
+            xT = tl.trans(xt)
+            gWxz += mm(xT, daz, PREC, F64)
+            gWxr += mm(xT, dar, PREC, F64)
+            gWxh += mm(xT, dac, PREC, F64)
+            if BIAS:
+                gbz += tl.sum(daz, axis=0)
+                gbr += tl.sum(dar, axis=0)
+                gbh += tl.sum(dac, axis=0)
+            dh = dhp
+    gk = grad + k * P
+    mdj = dm[:, None] & jm[None, :]
+    tl.store(gk + o_wx + d[:, None] * (3 * H) + j[None, :], gWxz, mask=mdj)
+    tl.store(gk + o_wx + d[:, None] * (3 * H) + H + j[None, :], gWxr, mask=mdj)
+    tl.store(gk + o_wx + d[:, None] * (3 * H) + 2 * H + j[None, :], gWxh, mask=mdj)
+    tl.store(gk + o_wzr + j[:, None] * (2 * H) + j[None, :], gWhz, mask=mjj)
+    tl.store(gk + o_wzr + j[:, None] * (2 * H) + H + j[None, :], gWhr, mask=mjj)
+    tl.store(gk + o_wh + j[:, None] * H + j[None, :], gWhh, mask=mjj)
+    tl.store(gk + o_wo + j[:, None] * C + c[None, :], gWo, mask=jm[:, None] & cm[None, :])
+    if BIAS:
+        tl.store(gk + o_b + j, gbz, mask=jm)
+        tl.store(gk + o_b + H + j, gbr, mask=jm)
+        tl.store(gk + o_b + 2 * H + j, gbh, mask=jm)
+        tl.store(gk + o_bo + c, gbo, mask=cm)
