@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU build on this machine's disk; a GPU user overrides it (make install TORCH_SPEC=torch).
 TORCH_SPEC ?= torch==2.13.0
+# Triton for the tests of the GPU kernels, which run in Triton's interpreter on CPU (a CUDA torch
+# brings its own: make install TORCH_SPEC=torch TRITON_SPEC=).
+TRITON_SPEC ?= triton==3.8.0
 PYTEST_ARGS ?=
 
 .PHONY: install chromium test demo bench lint clean
@@ -12,7 +15,7 @@ install: $(VENV)/.installed chromium
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TRITON_SPEC),"$(TRITON_SPEC)")
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -118,7 +118,8 @@ def train(
                                "auto (fast on CPU for gru with the native kernels; eager on CUDA until "
                                "the captured step is measured on a GPU)"),
     fast_backend: str = typer.Option("auto", "--fast-backend", help="fast engine backend: auto | eager | compile | "
-                                     "cuda_graph | native (fused C++ kernels, CPU, gru)"),
+                                     "cuda_graph | native (fused C++ kernels, CPU, gru) | triton (fused "
+                                     "Triton kernels, CUDA, gru)"),
     precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),

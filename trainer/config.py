@@ -18,7 +18,7 @@ DType = Literal["float32", "float64"]
 LossKind = Literal["auto", "cross_entropy", "squared_error"]
 Reduction = Literal["mean", "sum"]
 Engine = Literal["eager", "fast", "auto"]
-FastBackend = Literal["auto", "eager", "compile", "cuda_graph", "native"]
+FastBackend = Literal["auto", "eager", "compile", "cuda_graph", "native", "triton"]
 Precision = Literal["float32", "tf32", "bf16"]
 
 
@@ -76,8 +76,9 @@ class PackConfig(BaseModel):
                            "too, until the captured step has been measured on a GPU)")
     fast_backend: FastBackend = Field("auto", description="how the fast engine runs its step: eager (the function "
                                       "as it is), compile (torch.compile), cuda_graph (compiled and captured, CUDA), "
-                                      "native (fused C++ kernels, CPU, gru); auto: cuda_graph on CUDA, native on "
-                                      "CPU where it applies, else compile")
+                                      "native (fused C++ kernels, CPU, gru), triton (fused Triton kernels, CUDA, "
+                                      "gru, the step captured); auto: triton on CUDA where it applies, else "
+                                      "cuda_graph; native on CPU where it applies, else compile")
     precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
                                  "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
@@ -95,8 +96,12 @@ class PackConfig(BaseModel):
             raise ValueError(f"precision: {self.precision} applies to float32 training only")
         if self.precision != "float32" and self.engine == "eager":
             raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
-        if self.fast_backend == "native" and self.family != "gru":
-            raise ValueError(f"fast_backend: native has kernels for the gru family only, not {self.family}")
+        if self.fast_backend in ("native", "triton") and self.family != "gru":
+            raise ValueError(f"fast_backend: {self.fast_backend} has kernels for the gru family only, "
+                             f"not {self.family}")
+        if self.fast_backend == "triton" and self.precision == "bf16":
+            raise ValueError("fast_backend: triton multiplies in float32 (exact) or tf32; precision bf16 needs "
+                             "another backend")
         if self.fast_backend == "native" and self.precision != "float32":
             raise ValueError(f"fast_backend: native trains in exact {self.dtype}; precision {self.precision} needs "
                              "another backend")

@@ -36,13 +36,14 @@ import torch
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
 from trainer.native_gru import NativeGRU, native_unsupported
+from trainer.triton_gru import TritonGRU, triton_unsupported
 from trainer.result import PackResult
 from trainer.tasks import Task
 from trainer.trace import SPARSITY_EPS, TraceRecorder
 
 Tensor = torch.Tensor
 
-BACKENDS = ("eager", "compile", "cuda_graph", "native")
+BACKENDS = ("eager", "compile", "cuda_graph", "native", "triton")
 #: Splits up to this many (member x sample) rows are evaluated in one fused pass.
 EVAL_ROWS_FUSED = 1 << 22
 
@@ -70,12 +71,13 @@ def resolve_engine(config: PackConfig, device: torch.device) -> str:
 
 
 def resolve_backend(config: PackConfig, device: torch.device) -> str:
-    """The backend of ``config.fast_backend`` on ``device``; auto: cuda_graph on CUDA, native on CPU where
-    its kernels apply (gru, exact precision, a C++ compiler), else compile."""
+    """The backend of ``config.fast_backend`` on ``device``; auto: on CUDA triton where its kernels
+    apply (gru, float32 or tf32, triton installed), else cuda_graph; on CPU native where its kernels
+    apply (gru, exact precision, a C++ compiler), else compile."""
     if config.fast_backend != "auto":
         return config.fast_backend
     if device.type == "cuda":
-        return "cuda_graph"
+        return "triton" if config.precision != "bf16" and triton_reason(config, device) is None else "cuda_graph"
     if config.precision == "float32" and native_reason(config, device) is None:
         return "native"
     return "compile"
@@ -89,6 +91,14 @@ def native_reason(config: PackConfig, device: torch.device) -> Optional[str]:
         return f"no native kernel for family {config.family}"
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     return native_unsupported(make_family(config.family, 1, 1, 1), dtype, device)
+
+
+def triton_reason(config: PackConfig, device: torch.device) -> Optional[str]:
+    """Why the Triton kernels do not run ``config`` on ``device`` (None when they do)."""
+    from trainer.models import make_family
+
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    return triton_unsupported(make_family(config.family, 1, 1, 1), dtype, device)
 
 
 def _rownorm(a: Tensor) -> Tensor:
@@ -116,10 +126,10 @@ class FastStep:
     bool, ``div_step`` (K,) int64, ``step_no`` () int64, Adam moments ``m``/``v``.
     """
 
-    def __init__(self, st, B: int, native: Optional[NativeGRU] = None):
+    def __init__(self, st, B: int, kernels: "NativeGRU | TritonGRU | None" = None):
         from trainer.train import data_loss  # the reference loss of the eager loop
 
-        self.st, self.B, self.native = st, B, native
+        self.st, self.B, self.kernels = st, B, kernels
         self.family, self.kind = st.family, st.task.kind
         self.data_loss = data_loss
         cfg = st.config
@@ -137,9 +147,11 @@ class FastStep:
             self.m = self.v = torch.zeros((), dtype=dt, device=dev)
         self.zero = torch.zeros((), dtype=dt, device=dev)
         classes = self.kind == "classification" and self.loss in ("auto", "cross_entropy")
-        #: the fused kernels compute the cross-entropy and the closed-form penalties too
-        self.native_ce = native is not None and classes
-        self.native_penalty = native is not None and not st.penalty.has_tik and not self.proximal
+        #: the native CPU kernels compute the cross-entropy, the closed-form penalties and SGD too
+        fused = kernels is not None and kernels.fuses_tail
+        self.native_ce = fused and classes
+        self.native_penalty = fused and not st.penalty.has_tik and not self.proximal
+        self.native_sgd = fused and self.optimizer == "sgd"
 
     # -- the step -----------------------------------------------------------------------------
     def _objective(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
@@ -148,7 +160,17 @@ class FastStep:
         ctx = torch.autocast(st.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
             out = cell_forward(self.family, self.family.layout.views(flat), xb)
-        out = out.to(flat.dtype)
+        dloss, _ = self._data_loss(out.to(flat.dtype), yb, wts)
+        total = dloss
+        tik = torch.zeros_like(dloss)
+        if st.penalty.has_tik:
+            tik = st.penalty.tikhonov(flat)
+            total = total + tik
+        return total.sum(), (dloss.detach(), tik.detach())
+
+    def _data_loss(self, out: Tensor, yb: Tensor, wts: Tensor):
+        """(Sum over members, per member) of the data loss of the step's rows, each row weighted by
+        ``wts`` (1/n or 1 for the real samples, 0 for the padding)."""
         if self.kind == "classification" and self.loss == "squared_error":  # eq. 11 on a sigmoid output
             target = torch.zeros_like(out).scatter(-1, yb.unsqueeze(-1), 1.0)
             diff = torch.sigmoid(out) - target
@@ -160,34 +182,33 @@ class FastStep:
             diff = out - yb
             per = 0.5 * (diff * diff).sum(-1)
         dloss = (per * wts).sum(1)
-        total = dloss
-        tik = torch.zeros_like(dloss)
-        if st.penalty.has_tik:
-            tik = st.penalty.tikhonov(flat)
-            total = total + tik
-        return total.sum(), (dloss.detach(), tik.detach())
+        return dloss.sum(), dloss.detach()
 
-    def _native_grad(self, flat: Tensor, xb: Tensor, yb: Tensor):
-        """(gradient (K, P), data loss (K,), 0) through the fused kernels; ``xb`` holds only the step's
-        real samples (the padding of a short batch is not computed), whose loss weights are those
-        of the eager loop's :func:`data_loss`."""
-        out = self.native.forward_train(flat, xb)
+    def _kernel_grad(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
+        """(gradient (K, P), data loss (K,), 0) through the fused kernels. The native CPU kernels get
+        only the step's real samples (the padding of a short batch is not computed), whose loss
+        weights are those of the eager loop's :func:`data_loss`; the Triton kernels keep the static
+        padded shape (for the CUDA graph) and dE/d out comes from autograd of the weighted loss."""
+        kern = self.kernels
+        out = kern.forward_train(flat, xb)
         if self.native_ce:
-            dloss, dout = self.native.cross_entropy(out, yb, 1.0 if self.reduction == "sum" else 1.0 / out.shape[1])
-        else:
+            dloss, dout = kern.cross_entropy(out, yb, 1.0 if self.reduction == "sum" else 1.0 / out.shape[1])
+        elif kern.fuses_tail:
             dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
-        return self.native.backward(dout), (dloss, self.zero)
+        else:
+            dout, dloss = torch.func.grad(self._data_loss, has_aux=True)(out, yb, wts)
+        return kern.backward(dout), (dloss, self.zero)
 
     def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
         """One update of every member on its minibatch ``xb`` (K, B, T, D), ``yb``; returns the trace
         row (len(STEP_STATS), K)."""
         st = self.st
-        if self.native is not None:
-            g, (dloss, tik) = self._native_grad(flat, xb, yb)
+        if self.kernels is not None:
+            g, (dloss, tik) = self._kernel_grad(flat, xb, yb, wts)
         else:
             g, (dloss, tik) = torch.func.grad(self._objective, has_aux=True)(flat, xb, yb, wts)
         if self.native_penalty:
-            pen = self.native.penalty(flat, g, st.penalty)
+            pen = self.kernels.penalty(flat, g, st.penalty)
         else:
             pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
             pen = pen + tik
@@ -196,8 +217,8 @@ class FastStep:
         if st.grad_mask is not None:
             g = g * st.grad_mask
         loss = dloss + pen
-        if self.native is not None and self.optimizer == "sgd":
-            return self.native.sgd_step(flat, g, (loss, dloss, pen), self.lr, (active, diverged, div_step, step_no),
+        if self.native_sgd:
+            return self.kernels.sgd_step(flat, g, (loss, dloss, pen), self.lr, (active, diverged, div_step, step_no),
                                         st.out_sl, st.weight_share, SPARSITY_EPS)
         gnorm = _rownorm(g)
         gout = _rownorm(g[:, st.out_sl])
@@ -242,14 +263,14 @@ class FastStep:
         splits (the fused counterpart of ``_Pack.evaluate_splits``)."""
         st = self.st
         with torch.no_grad():
-            if self.native is not None:
-                out = self.native.forward(flat, x_all)
+            if self.kernels is not None:
+                out = self.kernels.forward(flat, x_all)
             else:
                 out = cell_forward(self.family, self.family.layout.views(flat), x_all)
             res = []
             for o, y in ((out[:, :n_tr], st.y_train), (out[:, n_tr:], st.y_test)):
                 if self.native_ce:
-                    loss, _ = self.native.cross_entropy(o, y, 1.0 / o.shape[1])
+                    loss, _ = self.kernels.cross_entropy(o, y, 1.0 / o.shape[1])
                 else:
                     loss, _ = self.data_loss(o, y, self.kind, need_dout=False, loss=self.loss)
                 loss = loss * st.split_scale(y.shape[0])
@@ -263,19 +284,23 @@ class FastStep:
 
 
 class StepRunner:
-    """Runs :class:`FastStep` with one backend: ``eager``, ``compile``, ``cuda_graph`` or ``native``
-    (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_gru`)."""
+    """Runs :class:`FastStep` with one backend: ``eager``, ``compile``, ``cuda_graph``, ``native``
+    (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_gru`) or
+    ``triton`` (its gradient from the kernels of :mod:`trainer.triton_gru`; on CUDA the whole step,
+    kernels and PyTorch tail, captured as one CUDA graph without compiling)."""
 
     def __init__(self, fs: FastStep, state: dict[str, Tensor], backend: str):
         self.fs, self.state, self.backend = fs, state, backend
         self._step = fs.step
         self._eval = fs.evaluate
         self.graph = None
+        #: one step replayed from a CUDA graph (its trace row is a static buffer: copy it out)
+        self.captured = backend == "cuda_graph" or (backend == "triton" and fs.st.device.type == "cuda")
         if backend in ("compile", "cuda_graph"):
             _configure_compiler()
             self._step = torch.compile(fs.step, fullgraph=True, dynamic=False)
             self._eval = torch.compile(fs.evaluate, fullgraph=True, dynamic=False)
-        if backend == "cuda_graph":
+        if self.captured:
             K, B = fs.st.K, fs.B
             self.idx_buf = torch.zeros((K, B), dtype=torch.int64, device=fs.st.device)
             self.w_buf = torch.zeros((B,), dtype=fs.st.dtype, device=fs.st.device)
@@ -291,7 +316,7 @@ class StepRunner:
         """One step on the minibatch ``idx`` (K, B) whose first ``rows`` columns are real samples."""
         if self.backend == "native":  # no static shape needed: the padding is left out
             return self._step(*self._args(idx[:, :rows], wts[:rows]))
-        if self.backend != "cuda_graph":
+        if not self.captured:
             return self._step(*self._args(idx, wts))
         self.idx_buf.copy_(idx)
         self.w_buf.copy_(wts)
@@ -301,7 +326,8 @@ class StepRunner:
         return self.graph_row
 
     def _capture(self) -> None:
-        """Compile and warm up on a side stream on a copy of the state, then capture one step."""
+        """Compile (or JIT the Triton kernels) and warm up on a side stream on a copy of the state,
+        then capture one step."""
         saved = {k: v.clone() for k, v in self.state.items()}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -365,13 +391,19 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     backend = backend or resolve_backend(config, dev)
     if backend == "cuda_graph" and dev.type != "cuda":
         raise ValueError("backend cuda_graph needs a CUDA device")
-    if backend == "native" and native_reason(config, dev) is not None:
-        raise ValueError(f"backend native: {native_reason(config, dev)}")
+    for name, reason in (("native", native_reason), ("triton", triton_reason)):
+        if backend == name and reason(config, dev) is not None:
+            raise ValueError(f"backend {name}: {reason(config, dev)}")
     N = st.x_train.shape[0]
     B = N if config.batch_size is None else min(config.batch_size, N)
     batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev, config.reduction)
-    native = NativeGRU(st.family, K, B, st.x_train.shape[1], st.dtype, dev) if backend == "native" else None
-    fs = FastStep(st, B, native)
+    T = st.x_train.shape[1]
+    kernels = None
+    if backend == "native":
+        kernels = NativeGRU(st.family, K, B, T, st.dtype, dev)
+    elif backend == "triton":
+        kernels = TritonGRU(st.family, K, B, T, st.dtype, dev, config.precision)
+    fs = FastStep(st, B, kernels)
     state = {"flat": st.flat, "active": torch.ones(K, dtype=torch.bool, device=dev),
              "diverged": torch.zeros(K, dtype=torch.bool, device=dev),
              "div_step": torch.full((K,), -1, dtype=torch.int64, device=dev),
@@ -403,7 +435,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
                 if step == tail_step:
                     st.w_tail = st.flat.clone()
                 row = runner.step(order[:, s * B:(s + 1) * B], batches.weights[s], batches.rows[s])
-                recorder.record(step, epoch, row.clone() if backend == "cuda_graph" else row)
+                recorder.record(step, epoch, row.clone() if runner.captured else row)
                 step += 1
             if fused_eval:
                 tr_loss, tr_metric, te_metric, tr_pen = runner.evaluate(x_all, n_tr)

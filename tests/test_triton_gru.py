@@ -1,0 +1,168 @@
+"""The Triton kernels of the GRU (trainer/triton_kernels.py through trainer/triton_gru.py) and the fast
+engine's ``triton`` backend. Without a GPU they run in Triton's interpreter (TRITON_INTERPRET=1, set
+here before triton is first imported: the kernels module is imported lazily), which executes the
+same kernel source with numpy: forward and gradient against autograd through trainer/cells.py,
+gradcheck, the eager engine, solo runs, divergence. On a machine with CUDA the same tests run the
+compiled kernels and the captured step. Skipped where triton is not installed."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from trainer import cells  # noqa: E402
+from trainer.config import MemberConfig, PackConfig  # noqa: E402
+from trainer.models import make_family  # noqa: E402
+from trainer.step import resolve_backend, train_pack_fast  # noqa: E402
+from trainer.train import train_pack  # noqa: E402
+from trainer.triton_gru import TritonGRU, triton_unsupported  # noqa: E402
+
+from pack_compare import max_result_diff as _max_diff  # noqa: E402
+
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+_why = triton_unsupported(make_family("gru", 1, 4, 2), torch.float32, DEV)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.skipif(_why is not None, reason=f"Triton kernels unavailable: {_why}")]
+
+
+def _members():
+    """Every regularizer, both scopes, distinct seeds and rates (as tests/test_native_gru.py)."""
+    return [MemberConfig(lr=0.03 + 0.01 * i, reg=reg, lam=2e-3, alpha=0.05, seed=10 + i,
+                         scope="all" if i % 2 else "output") for i, reg in enumerate(("none", "l1", "l2", "sl1"))]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("D,H,B", [(1, 5, 7), (3, 32, 40)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_kernels_match_autograd_through_cells(bias, D, H, B, dtype, tol):
+    """Padded blocks (H = 5 in a 16-wide block, D = 1 and 3 in 16), several row blocks (B = 40 in
+    blocks of 32, the last one ragged), buffers larger than the step's rows."""
+    fam = make_family("gru", D, H, 3, bias)
+    K, T = 3, 4
+    flat = fam.init([4, 5, 6], 0.5, dtype, DEV)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(K, B, T, D, generator=gen, dtype=dtype).to(DEV)
+    net = TritonGRU(fam, K, B + 3, T, dtype, DEV)
+    out = net.forward_train(flat, x)
+    leaf = flat.clone().requires_grad_(True)
+    ref = cells.forward(fam, fam.layout.views(leaf), x)
+    dout = torch.randn(ref.shape, generator=gen, dtype=dtype).to(DEV)
+    (grad,) = torch.autograd.grad((ref * dout).sum(), leaf)
+    assert torch.max(torch.abs(out - ref)) <= tol
+    assert torch.max(torch.abs(net.backward(dout) - grad)) <= 10 * tol
+    shared = torch.randn(11, T, D, generator=gen, dtype=dtype).to(DEV)  # the evaluation: shared inputs
+    assert torch.max(torch.abs(net.forward(flat, shared) - cells.forward(fam, fam.layout.views(flat), shared))) <= tol
+
+
+def test_kernels_gradcheck():
+    """Finite differences of the forward kernel against the backward kernel (float64)."""
+    fam = make_family("gru", 2, 4, 3)
+    K, B, T = 2, 5, 3
+    x = torch.randn(K, B, T, 2, dtype=torch.float64, device=DEV)
+    net = TritonGRU(fam, K, B, T, torch.float64, DEV)
+
+    class Fused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, flat):
+            return net.forward_train(flat.detach().contiguous(), x)
+
+        @staticmethod
+        def backward(ctx, dout):
+            return net.backward(dout).clone()
+
+    flat = fam.init([1, 2], 0.5, torch.float64, DEV).requires_grad_(True)
+    assert torch.autograd.gradcheck(Fused.apply, (flat,))
+
+
+def test_pack_member_equals_solo_member():
+    """Each member's numbers depend on its own row only."""
+    fam = make_family("gru", 1, 8, 3)
+    flat = fam.init([1, 2, 3, 4], 0.5, torch.float32, DEV)
+    x = torch.randn(4, 6, 4, 1, device=DEV)
+    dout = torch.randn(4, 6, 3, device=DEV)
+    pack = TritonGRU(fam, 4, 6, 4, torch.float32, DEV)
+    out, grad = pack.forward_train(flat, x), pack.backward(dout).clone()
+    solo = TritonGRU(fam, 1, 6, 4, torch.float32, DEV)
+    for k in range(4):
+        assert torch.equal(solo.forward_train(flat[k:k + 1].contiguous(), x[k:k + 1]), out[k:k + 1])
+        assert torch.equal(solo.backward(dout[k:k + 1]), grad[k:k + 1])
+
+
+def test_tf32_is_asked_for_only_by_the_tf32_precision():
+    fam = make_family("gru", 1, 4, 2)
+    assert TritonGRU(fam, 1, 4, 2, torch.float32, DEV).prec == "ieee"
+    assert TritonGRU(fam, 1, 4, 2, torch.float32, DEV, precision="tf32").prec == "tf32"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-10), ("float32", 1e-5)])
+def test_triton_equals_eager_engine(iris, optimizer, dtype, tol):
+    """Every regularizer and both scopes in one pack; 105 samples at batch 32 (a ragged last batch,
+    padded to the static shape with loss weight 0)."""
+    cfg = PackConfig(family="gru", hidden=6, batch_size=32, epochs=2, dtype=dtype, device=DEV.type,
+                     members=_members(), optimizer=optimizer, engine="eager")
+    ref = train_pack(iris, cfg)
+    fast = train_pack_fast(iris, cfg, backend="triton")
+    assert fast.engine == "fast/triton"
+    assert _max_diff(ref, fast) <= tol
+    assert fast.members[-1].trace["penalty"].min() > 0
+
+
+@pytest.mark.parametrize("loss,reduction", [("squared_error", "sum"), ("cross_entropy", "sum")])
+def test_triton_equals_eager_loss_and_reduction(iris, funcapprox, loss, reduction):
+    cfg = PackConfig(family="gru", hidden=5, batch_size=32, epochs=2, dtype="float64", device=DEV.type,
+                     members=_members()[:3], loss=loss, reduction=reduction, engine="eager")
+    assert _max_diff(train_pack(iris, cfg), train_pack_fast(iris, cfg, backend="triton")) <= 1e-10
+    reg = cfg.model_copy(update={"loss": "auto", "batch_size": 16})  # regression: linear output
+    assert _max_diff(train_pack(funcapprox, reg), train_pack_fast(funcapprox, reg, backend="triton")) <= 1e-10
+
+
+def test_triton_divergence_pruning_and_full_batch(funcapprox):
+    """A member that diverges stops at the eager loop's step, a pruned one keeps its results, full
+    batch without biases."""
+    members = [MemberConfig(lr=0.01, reg="sl1", lam=1e-3, seed=1), MemberConfig(lr=1e200, seed=2),
+               MemberConfig(lr=0.02, seed=3)]
+    cfg = PackConfig(family="gru", hidden=4, batch_size=None, bias=False, epochs=3, dtype="float64",
+                     device=DEV.type, members=members, engine="eager")
+
+    def prune_last(epoch, metrics):
+        return [2] if epoch == 0 else None
+
+    ref = train_pack(funcapprox, cfg, on_epoch=prune_last)
+    fast = train_pack_fast(funcapprox, cfg, on_epoch=prune_last, backend="triton")
+    assert fast.members[1].diverged and fast.members[2].diagnostics["pruned"]
+    assert _max_diff(ref, fast) <= 1e-10
+
+
+def test_triton_pack_equals_solo_runs(iris):
+    cfg = PackConfig(family="gru", hidden=6, batch_size=32, epochs=2, device=DEV.type, members=_members())
+    pack = train_pack_fast(iris, cfg, backend="triton")
+    for k, m in enumerate(cfg.members):
+        solo = train_pack_fast(iris, cfg.model_copy(update={"members": [m]}), backend="triton")
+        for key in ("loss", "grad_norm", "weight_norm"):
+            assert abs(pack.members[k].trace[key] - solo.members[0].trace[key]).max() <= 1e-5
+
+
+def test_backend_choice_and_validation(monkeypatch, iris):
+    """auto picks triton on CUDA for the GRU (cuda_graph otherwise); the config refuses what the
+    kernels do not do, naming the field; without CUDA and without the interpreter the backend says why."""
+    m = [MemberConfig(lr=0.1)]
+    cuda = torch.device("cuda")
+    assert resolve_backend(PackConfig(members=m), cuda) == "triton"
+    assert resolve_backend(PackConfig(members=m, precision="tf32"), cuda) == "triton"
+    assert resolve_backend(PackConfig(members=m, precision="bf16"), cuda) == "cuda_graph"
+    assert resolve_backend(PackConfig(members=m, family="lstm"), cuda) == "cuda_graph"
+    with pytest.raises(ValueError, match="fast_backend: triton has kernels for the gru family only"):
+        PackConfig(members=m, family="lstm", fast_backend="triton")
+    with pytest.raises(ValueError, match="fast_backend: triton .* bf16"):
+        PackConfig(members=m, fast_backend="triton", precision="bf16")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    cfg = PackConfig(members=m, device="cpu", epochs=1, fast_backend="triton", engine="fast")
+    assert "CUDA" in triton_unsupported(make_family("gru", 1, 4, 2), torch.float32, torch.device("cpu"))
+    with pytest.raises(ValueError, match="backend triton: the Triton kernels run on CUDA"):
+        train_pack_fast(iris, cfg, backend="triton")
