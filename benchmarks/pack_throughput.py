@@ -12,7 +12,8 @@ is timed bare (training only) and with that same work ("same work"). Ratios are 
 time within one process, over interleaved repetitions (the spread is printed).
 
     python benchmarks/pack_throughput.py [--quick] [--reps N] [--engine eager|fast|auto] [--profile]
-    python benchmarks/pack_throughput.py --device cuda [--ks 1 64 1024 4096 16384] [--precision tf32]
+    python benchmarks/pack_throughput.py --device cuda --engine fast [--fast-backend triton|cuda_graph]
+        [--ks 1 64 1024 4096 16384] [--precision tf32]
     python benchmarks/pack_throughput.py --compare-precision [--device cuda]
 """
 
@@ -194,14 +195,15 @@ def run_vmap_timed(task, members, epochs, batch, hidden, same_work=False) -> tup
 
 
 def pack_config(members, epochs, batch, hidden, engine="eager", device="cpu", precision="float32",
-                family="gru") -> PackConfig:
+                family="gru", fast_backend="auto") -> PackConfig:
     return PackConfig(family=family, hidden=hidden, batch_size=batch, epochs=epochs, members=members,
-                      device=device, engine=engine, precision=precision)
+                      device=device, engine=engine, precision=precision, fast_backend=fast_backend)
 
 
-def run_pack(task, members, epochs, batch, hidden, engine="eager", device="cpu", precision="float32"):
+def run_pack(task, members, epochs, batch, hidden, engine="eager", device="cpu", precision="float32",
+             fast_backend="auto"):
     """(wall, cpu, PackResult) of one pack run (its per-step trace and per-epoch evaluation included)."""
-    cfg = pack_config(members, epochs, batch, hidden, engine, device, precision)
+    cfg = pack_config(members, epochs, batch, hidden, engine, device, precision, fast_backend=fast_backend)
     with Clock() as c:
         res = train_pack(task, cfg)
         if device.startswith("cuda"):
@@ -209,12 +211,12 @@ def run_pack(task, members, epochs, batch, hidden, engine="eager", device="cpu",
     return c.wall, c.cpu, res
 
 
-def profile_pack(task, members, epochs, batch, hidden, engine="eager") -> None:
+def profile_pack(task, members, epochs, batch, hidden, engine="eager", fast_backend="auto") -> None:
     """One pack run under torch.profiler (which inflates small ops: use it for counts and shapes)."""
     from torch.profiler import profile
 
     with profile(record_shapes=True) as prof:
-        run_pack(task, members, epochs, batch, hidden, engine)
+        run_pack(task, members, epochs, batch, hidden, engine, fast_backend=fast_backend)
     print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30))
 
 
@@ -225,13 +227,13 @@ def spread(values: list[float]) -> str:
 
 def cpu_main(args, task, members, K, epochs, batch, hidden) -> None:
     with Clock() as warm:  # warm-up at the timed shapes (with --engine fast: compilation, cached on disk)
-        run_pack(task, members, 1, batch, hidden, args.engine)
-        run_pack(task, members[:1], 1, batch, hidden, args.engine)
+        run_pack(task, members, 1, batch, hidden, args.engine, fast_backend=args.fast_backend)
+        run_pack(task, members[:1], 1, batch, hidden, args.engine, fast_backend=args.fast_backend)
     print(f"warm-up (1 epoch at K={K} and K=1, compilation included): wall {warm.wall:.1f} s")
     run_baseline(task, members[:2], 1, batch, hidden)
     run_vmap_timed(task, members[:2], 1, batch, hidden)
     if args.profile:
-        profile_pack(task, members, epochs, batch, hidden, args.engine)
+        profile_pack(task, members, epochs, batch, hidden, args.engine, fast_backend=args.fast_backend)
         return
     reps = 1 if args.quick else args.reps
     ratios: dict[str, list[float]] = {k: [] for k in ("gru_same", "gru_bare", "vmap_same", "vmap_bare")}
@@ -240,7 +242,7 @@ def cpu_main(args, task, members, K, epochs, batch, hidden) -> None:
     print("  pack: per-step trace (9 statistics) + per-epoch loss/accuracy on train and test, always")
     print("  'same work': the baseline also keeps that trace and does that evaluation; 'bare': training only")
     for r in range(reps):
-        pack = run_pack(task, members, epochs, batch, hidden, args.engine)
+        pack = run_pack(task, members, epochs, batch, hidden, args.engine, fast_backend=args.fast_backend)
         same = run_baseline(task, members, epochs, batch, hidden, same_work=True)
         bare = run_baseline(task, members, epochs, batch, hidden)
         vsame = run_vmap_timed(task, members, epochs, batch, hidden, same_work=True)
@@ -259,7 +261,8 @@ def cpu_main(args, task, members, K, epochs, batch, hidden) -> None:
     if args.dataloader:
         dl = run_baseline(task, members, epochs, batch, hidden, loader=True)
         print(f"  one by one with a DataLoader(shuffle=True), bare: cpu {dl[1]:.3f} s")
-    one = [run_pack(task, members[:1], epochs, batch, hidden, args.engine) for _ in range(3)]
+    one = [run_pack(task, members[:1], epochs, batch, hidden, args.engine, fast_backend=args.fast_backend)
+           for _ in range(3)]
     ref = [run_baseline(task, members[:1], epochs, batch, hidden, same_work=True) for _ in range(3)]
     oc, rc = min(o[1] for o in one), min(r[1] for r in ref)
     print(f"K=1: pack cpu {oc:.3f} s; nn.GRU (same work) cpu {rc:.3f} s; nn.GRU / pack: {rc / oc:.2f}")
@@ -290,9 +293,11 @@ def cuda_main(args, batch, hidden) -> None:
           f"{peak if peak else 'unknown (give --fp32-peak)'} TFLOP/s")
     for K in args.ks:
         members = configs(K)
-        run_pack(task, members, 1, batch, hidden, args.engine, "cuda", args.precision)  # compile + capture
+        run_pack(task, members, 1, batch, hidden, args.engine, "cuda", args.precision,
+                fast_backend=args.fast_backend)  # compile + capture
         torch.cuda.reset_peak_memory_stats()
-        wall, _, res = run_pack(task, members, epochs, batch, hidden, args.engine, "cuda", args.precision)
+        wall, _, res = run_pack(task, members, epochs, batch, hidden, args.engine, "cuda", args.precision,
+                fast_backend=args.fast_backend)
         steps = epochs * steps_per_epoch
         rate = K * steps / wall
         frac = f"{rate * flop / (peak * 1e12):6.1%}" if peak else "   n/a"
@@ -310,8 +315,10 @@ def mnist_k1(args, batch, hidden) -> None:
     task = Task("mnist-shaped", "classification", x[:n], y[:n], x[n:], y[n:], 10)
     epochs = 5
     m = configs(1)
-    run_pack(task, m, 1, batch, hidden, args.engine, "cuda", args.precision)
-    wall, _, _ = run_pack(task, m, epochs, batch, hidden, args.engine, "cuda", args.precision)
+    run_pack(task, m, 1, batch, hidden, args.engine, "cuda", args.precision,
+                fast_backend=args.fast_backend)
+    wall, _, _ = run_pack(task, m, epochs, batch, hidden, args.engine, "cuda", args.precision,
+                fast_backend=args.fast_backend)
     dev = torch.device("cuda")
     gru = torch.nn.GRU(28, hidden, batch_first=True).to(dev)
     head = torch.nn.Linear(hidden, 10).to(dev)
@@ -359,6 +366,8 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=None)
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (CPU mode)")
     ap.add_argument("--engine", choices=["eager", "fast", "auto"], default="auto")
+    ap.add_argument("--fast-backend", choices=["auto", "eager", "compile", "cuda_graph", "native", "triton"],
+                    default="auto", help="the fast engine's backend (auto: triton on CUDA, native on CPU)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--precision", choices=["float32", "tf32", "bf16"], default="float32")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 64, 1024, 4096, 16384], help="pack sizes (cuda mode)")

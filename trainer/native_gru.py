@@ -41,6 +41,9 @@ def _ptr(t: Optional[Tensor]) -> ctypes.c_void_p:
 class NativeGRU:
     """Fused forward / backward of a GRU pack of ``K`` members with at most ``B`` rows per step."""
 
+    #: the softmax cross-entropy, the closed-form penalties and SGD with the trace row are kernels too
+    fuses_tail = True
+
     def __init__(self, family: Family, K: int, B: int, T: int, dtype: torch.dtype, device: torch.device):
         lib, why = load_library()
         if lib is None:
