@@ -160,7 +160,7 @@ class FastStep:
         ctx = torch.autocast(st.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
             out = cell_forward(self.family, self.family.layout.views(flat), xb)
-        dloss, _ = self._data_loss(out.to(flat.dtype), yb, wts)
+        dloss = self._data_loss(out.to(flat.dtype), yb, wts)
         total = dloss
         tik = torch.zeros_like(dloss)
         if st.penalty.has_tik:
@@ -168,9 +168,9 @@ class FastStep:
             total = total + tik
         return total.sum(), (dloss.detach(), tik.detach())
 
-    def _data_loss(self, out: Tensor, yb: Tensor, wts: Tensor):
-        """(Sum over members, per member) of the data loss of the step's rows, each row weighted by
-        ``wts`` (1/n or 1 for the real samples, 0 for the padding)."""
+    def _data_loss(self, out: Tensor, yb: Tensor, wts: Tensor) -> Tensor:
+        """The data loss (K,) of the step's rows, each row weighted by ``wts`` (1/n or 1 for the real
+        samples, 0 for the padding)."""
         if self.kind == "classification" and self.loss == "squared_error":  # eq. 11 on a sigmoid output
             target = torch.zeros_like(out).scatter(-1, yb.unsqueeze(-1), 1.0)
             diff = torch.sigmoid(out) - target
@@ -181,7 +181,11 @@ class FastStep:
         else:
             diff = out - yb
             per = 0.5 * (diff * diff).sum(-1)
-        dloss = (per * wts).sum(1)
+        return (per * wts).sum(1)
+
+    def _data_loss_sum(self, out: Tensor, yb: Tensor, wts: Tensor):
+        """(Sum over members, per member) of :meth:`_data_loss`: the function whose gradient is dE/d out."""
+        dloss = self._data_loss(out, yb, wts)
         return dloss.sum(), dloss.detach()
 
     def _kernel_grad(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
@@ -196,7 +200,7 @@ class FastStep:
         elif kern.fuses_tail:
             dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
         else:
-            dout, dloss = torch.func.grad(self._data_loss, has_aux=True)(out, yb, wts)
+            dout, dloss = torch.func.grad(self._data_loss_sum, has_aux=True)(out, yb, wts)
         return kern.backward(dout), (dloss, self.zero)
 
     def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
