@@ -119,7 +119,7 @@ def train(
                                "the captured step is measured on a GPU)"),
     fast_backend: str = typer.Option("auto", "--fast-backend", help="fast engine backend: auto | eager | compile | "
                                      "cuda_graph | native (fused C++ kernels, CPU, gru) | triton (fused "
-                                     "Triton kernels, CUDA, gru)"),
+                                     "Triton kernels, CUDA)"),
     precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),

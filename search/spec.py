@@ -228,7 +228,7 @@ class TrainingSpec(_Typed):
                                                      "been measured on a GPU)")
     fast_backend: Literal["auto", "eager", "compile", "cuda_graph", "native", "triton"] = Field(
         "auto", description="how the fast engine runs its step: eager | compile (torch.compile) | cuda_graph | "
-                            "native (fused C++ kernels, CPU, gru) | triton (fused Triton kernels, CUDA, gru) | auto "
+                            "native (fused C++ kernels, CPU, gru) | triton (fused Triton kernels, CUDA) | auto "
                             "(triton on CUDA where it applies, else cuda_graph; native on CPU where it applies, "
                             "else compile)")
     precision: Literal["float32", "tf32", "bf16"] = Field("float32", description="float32 exact; tf32/bf16 opt-in")

@@ -77,7 +77,7 @@ class PackConfig(BaseModel):
     fast_backend: FastBackend = Field("auto", description="how the fast engine runs its step: eager (the function "
                                       "as it is), compile (torch.compile), cuda_graph (compiled and captured, CUDA), "
                                       "native (fused C++ kernels, CPU, gru), triton (fused Triton kernels, CUDA, "
-                                      "gru, the step captured); auto: triton on CUDA where it applies, else "
+                                      "every family, the step captured); auto: triton on CUDA where it applies, else "
                                       "cuda_graph; native on CPU where it applies, else compile")
     precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
                                  "autocast of the forward/backward, opt-in, fast engine only")
@@ -96,9 +96,8 @@ class PackConfig(BaseModel):
             raise ValueError(f"precision: {self.precision} applies to float32 training only")
         if self.precision != "float32" and self.engine == "eager":
             raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
-        if self.fast_backend in ("native", "triton") and self.family != "gru":
-            raise ValueError(f"fast_backend: {self.fast_backend} has kernels for the gru family only, "
-                             f"not {self.family}")
+        if self.fast_backend == "native" and self.family != "gru":
+            raise ValueError(f"fast_backend: native has kernels for the gru family only, not {self.family}")
         if self.fast_backend == "triton" and self.precision == "bf16":
             raise ValueError("fast_backend: triton multiplies in float32 (exact) or tf32; precision bf16 needs "
                              "another backend")

@@ -36,7 +36,7 @@ import torch
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
 from trainer.native_gru import NativeGRU, native_unsupported
-from trainer.triton_gru import TritonGRU, triton_unsupported
+from trainer.triton_pack import TritonPack, triton_unsupported
 from trainer.result import PackResult
 from trainer.tasks import Task
 from trainer.trace import SPARSITY_EPS, TraceRecorder
@@ -72,7 +72,7 @@ def resolve_engine(config: PackConfig, device: torch.device) -> str:
 
 def resolve_backend(config: PackConfig, device: torch.device) -> str:
     """The backend of ``config.fast_backend`` on ``device``; auto: on CUDA triton where its kernels
-    apply (gru, float32 or tf32, triton installed), else cuda_graph; on CPU native where its kernels
+    apply (float32 or tf32, triton installed), else cuda_graph; on CPU native where its kernels
     apply (gru, exact precision, a C++ compiler), else compile."""
     if config.fast_backend != "auto":
         return config.fast_backend
@@ -126,7 +126,7 @@ class FastStep:
     bool, ``div_step`` (K,) int64, ``step_no`` () int64, Adam moments ``m``/``v``.
     """
 
-    def __init__(self, st, B: int, kernels: "NativeGRU | TritonGRU | None" = None):
+    def __init__(self, st, B: int, kernels: "NativeGRU | TritonPack | None" = None):
         from trainer.train import data_loss  # the reference loss of the eager loop
 
         self.st, self.B, self.kernels = st, B, kernels
@@ -214,7 +214,9 @@ class FastStep:
         if self.native_penalty:
             pen = self.kernels.penalty(flat, g, st.penalty)
         else:
-            pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
+            # the Tikhonov term: differentiated with the data loss, unless the gradient came from kernels
+            pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal,
+                                                   include_tikhonov=self.kernels is not None)
             pen = pen + tik
             for sl, part in parts:
                 g[:, sl] += part
@@ -290,7 +292,7 @@ class FastStep:
 class StepRunner:
     """Runs :class:`FastStep` with one backend: ``eager``, ``compile``, ``cuda_graph``, ``native``
     (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_gru`) or
-    ``triton`` (its gradient from the kernels of :mod:`trainer.triton_gru`; on CUDA the whole step,
+    ``triton`` (its gradient from the kernels of :mod:`trainer.triton_pack`; on CUDA the whole step,
     kernels and PyTorch tail, captured as one CUDA graph without compiling)."""
 
     def __init__(self, fs: FastStep, state: dict[str, Tensor], backend: str):
@@ -406,7 +408,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     if backend == "native":
         kernels = NativeGRU(st.family, K, B, T, st.dtype, dev)
     elif backend == "triton":
-        kernels = TritonGRU(st.family, K, B, T, st.dtype, dev, config.precision)
+        kernels = TritonPack(st.family, K, B, T, st.dtype, dev, config.precision)
     fs = FastStep(st, B, kernels)
     state = {"flat": st.flat, "active": torch.ones(K, dtype=torch.bool, device=dev),
              "diverged": torch.zeros(K, dtype=torch.bool, device=dev),

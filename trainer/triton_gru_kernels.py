@@ -1,21 +1,15 @@
 """Triton kernels of the paper's GRU (eq. 2-5) over a pack: the forward of all T steps and the
-backward through time, one program per (member, rows) and per member. Imported only by
-:class:`trainer.triton_gru.TritonGRU`, which documents the layout and calls them."""
+backward through time, one program per (member, rows) and per member. Called by
+:class:`trainer.triton_pack.TritonPack`, which documents the calling convention.
+
+Layout (trainer/models.py, "x @ W" form): Wx (D, 3H) gates [z, r, h~], Wh_zr (H, 2H), Wh_h (H, H),
+b (3H), W_out (H, C), b_out (C). Saved per step: h_t (T + 1 slots), [z, r], r * h, h~.
+"""
 
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def mm(a, b, PREC: tl.constexpr, F64: tl.constexpr):
-    if F64:
-        return tl.sum(a[:, :, None] * b[None, :, :], axis=1)
-    return tl.dot(a, b, input_precision=PREC)
-
-
-@triton.jit
-def sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
+from trainer.triton_ops import mm, sigmoid, tanh
 
 
 @triton.jit
@@ -54,7 +48,7 @@ def gru_forward(flat, x, out, hs, zr, rh, cc, n, P, x_stride, cap,
         z = sigmoid(az + mm(h, Whz, PREC, F64))
         r = sigmoid(ar + mm(h, Whr, PREC, F64))
         q = r * h
-        cand = 2.0 * sigmoid(2.0 * (ah + mm(q, Whh, PREC, F64))) - 1.0
+        cand = tanh(ah + mm(q, Whh, PREC, F64))
         if KEEP:
             at = (k * T + t) * cap + rows[:, None]
             tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)

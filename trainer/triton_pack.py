@@ -1,7 +1,9 @@
-"""The paper's GRU (eq. 2-5) of a whole pack as fused Triton kernels: the CUDA counterpart of
+"""The recurrent families of a whole pack as fused Triton kernels: the CUDA counterpart of
 :mod:`trainer.native_gru`.
 
-One program per (member, block of rows) runs all T time steps of the forward with h in registers
+For every family (the paper's GRU, eq. 2-5, in ``trainer/triton_gru_kernels.py``; the Elman and the
+diagonal RNN in ``trainer/triton_elman_kernels.py``; the LSTM in ``trainer/triton_lstm_kernels.py``)
+one program per (member, block of rows) runs all T time steps of the forward with h in registers
 and the member's weights loaded once; one program per member runs the backward through time over
 its rows, accumulating every weight gradient in registers and writing its row of the ``(K, P)``
 gradient once: two launches per training step, whatever K and T, no atomics. Matmuls are
@@ -9,12 +11,18 @@ gradient once: two launches per training step, whatever K and T, no atomics. Mat
 ``precision: tf32``); float64 multiplies by broadcast sums (exact, slow: for checking). tanh is
 2 sigmoid(2x) - 1. On CPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``, set
 before ``triton`` is imported), which is how the test suite checks them on a machine without a GPU
-(tests/test_triton_gru.py: kernels = autograd through :mod:`trainer.cells`, the engine = the eager
+(tests/test_triton_pack.py: kernels = autograd through :mod:`trainer.cells`, the engine = the eager
 loop, pack = solo runs).
+
+Calling convention of every kernel pair: ``forward(flat, x, out, s0, s1, s2, s3, n, P, x_stride, cap,
+o0..o5, T, D, H, C, BB, BD, BH, BC, BIAS, KEEP, PREC, F64)`` and ``backward(flat, x, dout, s0, s1, s2,
+s3, grad, n, P, x_stride, cap, o0..o5, ...)``: up to four saved-activation buffers (unused ones are
+placeholders), the offsets of up to six parameters in a member's row (``FAMILIES``).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Optional
 
@@ -27,7 +35,7 @@ Tensor = torch.Tensor
 
 def triton_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
     """Why the Triton kernels cannot run this pack (None when they can)."""
-    if family.name != "gru":
+    if family.name not in FAMILIES:
         return f"no Triton kernel for family {family.name}"
     if dtype not in (torch.float32, torch.float64):
         return f"dtype {dtype}"
@@ -40,6 +48,18 @@ def triton_unsupported(family: Family, dtype: torch.dtype, device: torch.device)
     return None
 
 
+#: per family: the kernels' module, the activations the backward needs (name, steps beyond T, width in
+#: units of H) and the parameters whose offsets the kernels take, in order
+FAMILIES = {
+    "gru": ("trainer.triton_gru_kernels", (("hs", 1, 1), ("zr", 0, 2), ("rh", 0, 1), ("cc", 0, 1)),
+            ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")),
+    "rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("Wx", "Wh", "b", "W_out", "b_out")),
+    "diag_rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("U", "w", "W_out")),
+    "lstm": ("trainer.triton_lstm_kernels", (("hs", 1, 1), ("gates", 0, 4), ("cs", 1, 1)),
+             ("Wx", "Wh", "b", "W_out", "b_out")),
+}
+
+
 def _pow2(n: int, least: int = 16) -> int:
     """tl.dot wants every block dimension a power of two of at least 16."""
     p = least
@@ -48,8 +68,8 @@ def _pow2(n: int, least: int = 16) -> int:
     return p
 
 
-class TritonGRU:
-    """Fused forward / backward of a GRU pack of ``K`` members with at most ``B`` rows per step.
+class TritonPack:
+    """Fused forward / backward of a pack of ``K`` members of one family with at most ``B`` rows per step.
 
     The interface of :class:`trainer.native_gru.NativeGRU` minus its fused loss, penalty and SGD
     kernels (``fuses_tail = False``: the step's PyTorch tail does those, and on CUDA the whole step is
@@ -64,24 +84,23 @@ class TritonGRU:
         why = triton_unsupported(family, dtype, device)
         if why is not None:
             raise RuntimeError(why)
-        from trainer import triton_kernels
-
-        self._fwd, self._bwd = triton_kernels.gru_forward, triton_kernels.gru_backward
+        module, saved, params = FAMILIES[family.name]
+        kernels = importlib.import_module(module)
+        self._fwd = getattr(kernels, f"{family.name}_forward")
+        self._bwd = getattr(kernels, f"{family.name}_backward")
         H, lay = family.H, family.layout
-        off = lambda name: lay.offsets[name][0] if name in lay.offsets else 0  # noqa: E731
         self.K, self.B, self.T, self.D, self.H, self.C, self.P = K, B, T, family.D, H, family.C, lay.P
         self.bias = family.bias
-        self.offsets = [off(n) for n in ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")]
+        self.offsets = [lay.offsets[n][0] if n in lay.offsets else 0 for n in params]
+        self.offsets += [0] * (6 - len(self.offsets))
         self.blocks = dict(BD=_pow2(family.D), BH=_pow2(H), BC=_pow2(family.C))
         self.prec = "tf32" if precision == "tf32" else "ieee"
         self.f64 = dtype == torch.float64
-        opts = dict(dtype=dtype, device=device)
-        self.hs = torch.empty(K * (T + 1) * B * H, **opts)
-        self.zr = torch.empty(K * T * B * 2 * H, **opts)
-        self.rh = torch.empty(K * T * B * H, **opts)
-        self.cc = torch.empty(K * T * B * H, **opts)
-        self.grad = torch.empty((K, lay.P), **opts)  # reused: the step never keeps a gradient
-        self._saved: tuple = ()
+        self.acts = [torch.empty(K * (T + extra) * B * width * H, dtype=dtype, device=device)
+                      for _, extra, width in saved]
+        self.acts += [self.acts[0]] * (4 - len(self.acts))  # placeholders the family's kernels never touch
+        self.grad = torch.empty((K, lay.P), dtype=dtype, device=device)  # reused: the step never keeps one
+        self._last: tuple = ()
 
     def _check(self, flat: Tensor, x: Tensor) -> None:
         if not flat.is_contiguous() or tuple(flat.shape) != (self.K, self.P):
@@ -104,17 +123,17 @@ class TritonGRU:
             raise ValueError(f"x: expected at most ({self.K}, {self.B}) rows, got {tuple(x.shape[:2])}")
         out = torch.empty((K, n, self.C), dtype=flat.dtype, device=flat.device)
         consts = self._consts(n, KEEP=True)
-        self._fwd[(K, -(-n // consts["BB"]))](flat, x, out, self.hs, self.zr, self.rh, self.cc, n, self.P,
+        self._fwd[(K, -(-n // consts["BB"]))](flat, x, out, *self.acts, n, self.P,
                                              n * self.T * self.D, self.B, *self.offsets, **consts)
-        self._saved = (flat, x, n)
+        self._last = (flat, x, n)
         return out
 
     def backward(self, dout: Tensor) -> Tensor:
         """The (K, P) gradient of sum(dout * out) for the last :meth:`forward_train`."""
-        flat, x, n = self._saved
+        flat, x, n = self._last
         if tuple(dout.shape) != (self.K, n, self.C):
             raise ValueError(f"dout: expected ({self.K}, {n}, {self.C}), got {tuple(dout.shape)}")
-        self._bwd[(self.K,)](flat, x, dout.contiguous(), self.hs, self.zr, self.rh, self.cc, self.grad, n, self.P,
+        self._bwd[(self.K,)](flat, x, dout.contiguous(), *self.acts, self.grad, n, self.P,
                              n * self.T * self.D, self.B, *self.offsets, **self._consts(n))
         return self.grad
 
