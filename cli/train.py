@@ -149,9 +149,13 @@ def train(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from trainer.step import unavailable
     from trainer.tasks import load_task
     from trainer.train import train_pack
 
+    problem = unavailable(config)
+    if problem is not None:
+        _fail(f"{OPTION_OF[problem[0]]}: {problem[1]}")
     torch.set_num_threads(max(1, threads))
     options = _data_options(data_option)
     options["data_dir"] = str(data_dir or _default_data_dir())

@@ -447,8 +447,8 @@ def check_resources(spec: ExperimentSpec, nodes: list[dict[str, float]] | None =
     ex = spec.execution
     if nodes is None:
         nodes = joined_nodes() or []
-    problem = resource_problem(nodes,
-                               cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack)
+    problem = resource_problem(nodes, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+                               cuda_only=spec.training.cuda_only)
     if problem is not None:
         raise ResourceUnsatisfiable(str(problem))
 

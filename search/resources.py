@@ -39,11 +39,15 @@ def _plural(n: float, unit: str) -> str:
     return f"{n:g} {unit}{'' if n == 1 else 's'}"
 
 
-def resource_problem(nodes: Sequence[Node], *, cpus_per_pack: float,
-                     gpus_per_pack: float | str) -> ResourceProblem | None:
+def resource_problem(nodes: Sequence[Node], *, cpus_per_pack: float, gpus_per_pack: float | str,
+                     cuda_only: tuple[str, str] | None = None) -> ResourceProblem | None:
     """None when some node can hold one pack (its CPUs and GPUs on that one node), else the
-    problem, naming ``execution.gpus_per_pack`` or ``execution.cpus_per_pack``."""
+    problem, naming ``execution.gpus_per_pack`` or ``execution.cpus_per_pack``; ``cuda_only``
+    (``TrainingSpec.cuda_only``: the field and why) also refuses packs that would get no GPU."""
     cpus, gpus = pack_request(nodes, cpus_per_pack=cpus_per_pack, gpus_per_pack=gpus_per_pack)
+    if cuda_only is not None and gpus <= 0:
+        return ResourceProblem(cuda_only[0], f"{cuda_only[1]}, but packs get no GPU on this cluster "
+                                             f"(no node has one, or execution.gpus_per_pack is 0)")
     if any(float(n.get("CPU", 0)) >= cpus and float(n.get("GPU", 0)) >= gpus for n in nodes):
         return None
     most_cpus = max((float(n.get("CPU", 0)) for n in nodes), default=0.0)

@@ -17,7 +17,8 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictInt, V
                       field_validator, model_validator)
 from pydantic.json_schema import SkipJsonSchema
 
-from trainer.config import Family, LossKind, MemberConfig, OptimizerKind, PackConfig, Reduction, RegKind, RegScope
+from trainer.config import (CUDA_BACKENDS, Device, Family, LossKind, MemberConfig, OptimizerKind, PackConfig,
+                            Reduction, RegKind, RegScope)
 
 #: Hyperparameters of one member (one trial) inside a pack.
 MEMBER_PARAMS = ("lr", "lam", "alpha", "rho", "rho_u", "tikhonov_beta",
@@ -209,6 +210,15 @@ class VariantSpec(_Typed):
 class TrainingSpec(_Typed):
     """Defaults for every variant (the paper's Table 2 settings go here)."""
 
+    @property
+    def cuda_only(self) -> tuple[str, str] | None:
+        """(field, why) when these settings train on CUDA only (a CUDA device or backend), else None."""
+        if self.fast_backend in CUDA_BACKENDS:
+            return "training.fast_backend", f"{self.fast_backend} runs on CUDA"
+        if self.device.startswith("cuda"):
+            return "training.device", f"{self.device} is a CUDA device"
+        return None
+
     hidden: int = Field(32, ge=1, le=1024)
     bias: bool = True
     init_scale: float = Field(0.5, gt=0)
@@ -220,7 +230,7 @@ class TrainingSpec(_Typed):
     epochs: int = Field(100, ge=1, le=100_000)
     max_steps: int | None = Field(None, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
-    device: str = "auto"
+    device: Device = Field("auto", description="auto (CUDA when the worker has it) | cpu | cuda | cuda:N")
     trace_every: int = Field(1, ge=1)
     engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
                                                      "(one compiled/captured step), auto (fast on CPU where the native "
@@ -352,6 +362,9 @@ class ExperimentSpec(_Typed):
                                          f"(variant {v.name!r} gets a {dist.type!r} range)")
         elif self.search.n_trials is None:
             raise ValueError(f"search.n_trials: required for algorithm {algo!r}")
+        cuda = self.training.cuda_only
+        if cuda is not None and self.execution.gpus_per_pack == 0:
+            raise ValueError(f"{cuda[0]}: {cuda[1]}, but execution.gpus_per_pack is 0 (packs get no GPU)")
         if algo == "nsga2" and len(self.search.objectives) < 2:
             raise ValueError("search.objectives: nsga2 is multi-objective; give two or more")
         if algo in ("tpe", "cmaes") and len(self.search.objectives) > 1:

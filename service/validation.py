@@ -182,7 +182,8 @@ def check_fits(spec, nodes: list[dict[str, float]] | None) -> None:
     if nodes is None:
         return
     ex = spec.execution
-    problem = resource_problem(nodes, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack)
+    problem = resource_problem(nodes, cpus_per_pack=ex.cpus_per_pack, gpus_per_pack=ex.gpus_per_pack,
+                               cuda_only=spec.training.cuda_only)
     if problem is not None:
         raise SpecError([_err(("body", *problem.field.split(".")), problem.message, "resources_unsatisfiable")])
 

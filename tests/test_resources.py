@@ -58,6 +58,45 @@ def test_the_driver_applies_the_same_rule():
         check_resources(too_big, [CPU_NODE])
 
 
+@pytest.mark.parametrize("training,field,why", [
+    ({"fast_backend": "triton"}, "training.fast_backend", "triton runs on CUDA"),
+    ({"fast_backend": "cuda_graph"}, "training.fast_backend", "cuda_graph runs on CUDA"),
+    ({"device": "cuda:1"}, "training.device", "cuda:1 is a CUDA device"),
+])
+def test_cuda_only_settings_need_packs_with_a_gpu(training, field, why):
+    """A CUDA backend or device is refused where the packs get no GPU: by the spec itself when
+    gpus_per_pack is 0, by the rule on a cluster without GPUs (at submit and in the driver), and
+    accepted on a GPU cluster."""
+    from pydantic import ValidationError
+
+    from search.driver import check_resources
+    from search.faults import ResourceUnsatisfiable
+    from search.spec import ExperimentSpec
+
+    spec = ExperimentSpec.model_validate({**SPEC, "training": {"epochs": 2, **training}})
+    assert spec.training.cuda_only == (field, why)
+    problem = resource_problem([CPU_NODE], cpus_per_pack=1, gpus_per_pack="auto", cuda_only=spec.training.cuda_only)
+    assert (problem.field, problem.message) == (field, f"{why}, but packs get no GPU on this cluster (no node has "
+                                                       f"one, or execution.gpus_per_pack is 0)")
+    assert resource_problem([GPU_NODE], cpus_per_pack=1, gpus_per_pack="auto", cuda_only=spec.training.cuda_only) is None
+    with pytest.raises(ResourceUnsatisfiable, match=f"^{field}: {why}"):
+        check_resources(spec, [CPU_NODE])
+    check_resources(spec, [GPU_NODE])
+    with pytest.raises(ValidationError, match=f"{field}: {why}, but execution.gpus_per_pack is 0"):
+        ExperimentSpec.model_validate({**SPEC, "training": {"epochs": 2, **training},
+                                       "execution": {"gpus_per_pack": 0}})
+    assert ExperimentSpec.model_validate(SPEC).training.cuda_only is None
+
+
+def test_a_device_that_is_no_torch_device_is_refused():
+    from pydantic import ValidationError
+
+    from search.spec import ExperimentSpec
+
+    with pytest.raises(ValidationError, match="must be auto, cpu, cuda or cuda:N, not 'gpu'"):
+        ExperimentSpec.model_validate({**SPEC, "training": {"device": "gpu"}})
+
+
 class FakeDashboard:
     """Ray's state API ``/api/v0/nodes`` as a Ray 2.x dashboard answers it, token required."""
 
@@ -105,13 +144,17 @@ def _client(sqlite_url, tmp_path, jobs_address: str) -> TestClient:
     ({"cpus_per_pack": 64}, "cpus_per_pack", "64 CPUs per pack, but the largest node has 2"),
     ({"gpus_per_pack": 1}, "gpus_per_pack", "1 GPU per pack, but no node has a GPU"),
     ({"gpus_per_pack": 0.5}, "gpus_per_pack", "0.5 GPUs per pack, but no node has a GPU"),
+    ({"training": {"fast_backend": "triton"}}, "training.fast_backend",
+     "triton runs on CUDA, but packs get no GPU on this cluster (no node has one, or execution.gpus_per_pack is 0)"),
 ])
 def test_api_refuses_an_unsatisfiable_request_on_a_known_cluster(execution, field, msg, dashboard, sqlite_url,
                                                                  tmp_path):
+    body = {**SPEC, **execution} if "training" in execution else {**SPEC, "execution": execution}
+    loc = ["body", *field.split(".")] if "." in field else ["body", "execution", field]
     with _client(sqlite_url, tmp_path, dashboard.url) as client:
-        r = client.post("/api/v1/experiments", json={**SPEC, "execution": execution})
+        r = client.post("/api/v1/experiments", json=body)
         assert r.status_code == 422, r.text
-        assert [(e["loc"], e["msg"]) for e in r.json()["detail"]] == [(["body", "execution", field], msg)]
+        assert [(e["loc"], e["msg"]) for e in r.json()["detail"]] == [(loc, msg)]
         assert client.get("/api/v1/experiments").json()["total"] == 0, "nothing is stored"
         assert client.post("/api/v1/experiments", json=SPEC).status_code == 202, "auto fits"
         assert client.post("/api/v1/experiments", json={**SPEC, "execution": {"cpus_per_pack": 2}}).status_code == 202

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -47,8 +48,12 @@ def test_train_json_trace_and_weights(tmp_path):
     (["--model", "diag_rnn", "--hidden", "7"], "--hidden"),
     (["--beta", "wide"], "--beta"),
     (["--task", "no-such-task"], "--task"),
+    (["--device", "gpu"], "--device"),
+    *([(["--device", "cuda"], "--device"), (["--engine", "fast", "--fast-backend", "triton"], "--fast-backend"),
+       (["--engine", "fast", "--fast-backend", "cuda_graph"], "--fast-backend")] if not torch.cuda.is_available() else []),
 ])
-def test_bad_input_exits_nonzero_naming_option(args, option):
+def test_bad_input_exits_nonzero_naming_option(args, option, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # a user's machine: Triton on CPU is refused
     base = {"--task": "iris"}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]

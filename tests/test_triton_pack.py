@@ -1,33 +1,42 @@
 """The Triton kernels of the four families (trainer/triton_*_kernels.py through trainer/triton_pack.py)
 and the fast engine's ``triton`` backend. Without a GPU they run in Triton's interpreter (TRITON_INTERPRET=1, set
-here before triton is first imported: the kernels module is imported lazily), which executes the
+for this module by a fixture before the kernel modules are first imported), which executes the
 same kernel source with numpy: forward and gradient against autograd through trainer/cells.py,
 finite differences, the eager engine, solo runs, divergence. On a machine with CUDA the same tests run the
 compiled kernels and the captured step. Skipped where triton is not installed."""
 
 from __future__ import annotations
 
-import os
+import importlib.util
 
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from trainer import cells  # noqa: E402
-from trainer.config import MemberConfig, PackConfig  # noqa: E402
-from trainer.models import make_family  # noqa: E402
-from trainer.step import resolve_backend, train_pack_fast  # noqa: E402
-from trainer.train import train_pack  # noqa: E402
-from trainer.triton_pack import TritonPack, triton_unsupported  # noqa: E402
+from trainer import cells
+from trainer.config import MemberConfig, PackConfig
+from trainer.models import make_family
+from trainer.step import resolve_backend, train_pack_fast
+from trainer.train import train_pack
+from trainer.triton_pack import TritonPack, triton_unsupported
 
 from pack_compare import max_result_diff as _max_diff  # noqa: E402
 
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-_why = triton_unsupported(make_family("gru", 1, 4, 2), torch.float32, DEV)
 pytestmark = [pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(_why is not None, reason=f"Triton kernels unavailable: {_why}")]
+              pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def interpreter():
+    """Without CUDA, Triton's interpreter for this module's tests: the kernel modules are imported on
+    first use (by TritonPack), inside this fixture, so their kernels are the interpreted ones; the
+    variable is gone again for the other modules (where triton on CPU is refused, as for a user)."""
+    if torch.cuda.is_available():
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TRITON_INTERPRET", "1")
+        yield
 
 
 def _members():

@@ -6,9 +6,10 @@ kind and coefficients. Validation happens here, once; the training code trusts i
 
 from __future__ import annotations
 
-from typing import Literal, Union
+import re
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Family = Literal["rnn", "lstm", "gru", "diag_rnn"]
 RegKind = Literal["none", "l1", "l2", "sl1", "tikhonov"]
@@ -19,6 +20,19 @@ LossKind = Literal["auto", "cross_entropy", "squared_error"]
 Reduction = Literal["mean", "sum"]
 Engine = Literal["eager", "fast", "auto"]
 FastBackend = Literal["auto", "eager", "compile", "cuda_graph", "native", "triton"]
+#: the fast engine's backends that run on CUDA only
+CUDA_BACKENDS = ("cuda_graph", "triton")
+#: a torch device this project trains on: auto (CUDA when present), cpu, cuda, cuda:N
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+
+
+def _check_device(value: str) -> str:
+    if not re.fullmatch(DEVICE_PATTERN, value):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {value!r}")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_check_device), Field(json_schema_extra={"pattern": DEVICE_PATTERN})]
 Precision = Literal["float32", "tf32", "bf16"]
 
 
@@ -67,7 +81,7 @@ class PackConfig(BaseModel):
     epochs: int | None = Field(100, ge=1, le=100_000)
     max_steps: int | None = Field(None, ge=1, le=100_000_000, description="stop after this many updates")
     dtype: DType = "float32"
-    device: str = Field("auto", description="'auto' picks CUDA when present, else CPU")
+    device: Device = Field("auto", description="'auto' picks CUDA when present, else CPU; cpu, cuda or cuda:N")
     trace_every: int = Field(1, ge=1, description="record every n-th iteration")
     train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
                                                    "(the rnn-gd-convergence paper keeps it fixed)")

@@ -83,6 +83,28 @@ def resolve_backend(config: PackConfig, device: torch.device) -> str:
     return "compile"
 
 
+def unavailable(config: PackConfig) -> Optional[tuple[str, str]]:
+    """(field, why) when ``config`` cannot train on this machine (a CUDA device that is not here, a
+    backend whose kernels cannot run), else None: for the edges to refuse before anything starts."""
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        return "device", f"{config.device}, but this machine has no CUDA device"
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if config.device == "auto" else config.device)
+    if resolve_engine(config, device) != "fast":
+        return None
+    why = backend_reason(resolve_backend(config, device), config, device)
+    return None if why is None else ("fast_backend", why)
+
+
+def backend_reason(backend: str, config: PackConfig, device: torch.device) -> Optional[str]:
+    """Why ``backend`` cannot run ``config`` on ``device`` (None when it can)."""
+    if backend == "cuda_graph" and device.type != "cuda":
+        return "cuda_graph needs a CUDA device"
+    check = {"native": native_reason, "triton": triton_reason}.get(backend)
+    why = None if check is None else check(config, device)
+    return None if why is None else f"{backend}: {why}"
+
+
 def native_reason(config: PackConfig, device: torch.device) -> Optional[str]:
     """Why the native kernels do not run ``config`` on ``device`` (None when they do)."""
     from trainer.models import make_family
@@ -395,11 +417,9 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     st = _Pack(task, config)
     K, dev = st.K, st.device
     backend = backend or resolve_backend(config, dev)
-    if backend == "cuda_graph" and dev.type != "cuda":
-        raise ValueError("backend cuda_graph needs a CUDA device")
-    for name, reason in (("native", native_reason), ("triton", triton_reason)):
-        if backend == name and reason(config, dev) is not None:
-            raise ValueError(f"backend {name}: {reason(config, dev)}")
+    why = backend_reason(backend, config, dev)
+    if why is not None:
+        raise ValueError(f"backend {why}")
     N = st.x_train.shape[0]
     B = N if config.batch_size is None else min(config.batch_size, N)
     batches = EpochBatches(N, B, K, [m.seed for m in config.members], st.dtype, dev, config.reduction)
