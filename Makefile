@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 TRITON_SPEC ?= triton==3.8.0
 PYTEST_ARGS ?=
 
-.PHONY: install chromium test demo bench lint clean
+.PHONY: install chromium test demo bench gpu-wheels lint clean
 
 install: $(VENV)/.installed chromium
 
@@ -38,6 +38,14 @@ test: install
 # `rnnhpo reproduce table3 --dataset iris` runs the full 10 seeds x 5 splits x 300 epochs.
 demo: install
 	$(VENV)/bin/rnnhpo reproduce table3 --dataset iris --quick
+
+# The wheels a lent GPU machine's image lacks (it has torch, triton, numpy, pytest; the trainer also needs
+# pydantic), for benchmarks/gpu_session.sh: downloaded into .whl/, which git ignores.
+gpu-wheels:
+	grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
 
 bench: install
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
