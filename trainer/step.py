@@ -86,10 +86,11 @@ def resolve_backend(config: PackConfig, device: torch.device) -> str:
 def unavailable(config: PackConfig) -> Optional[tuple[str, str]]:
     """(field, why) when ``config`` cannot train on this machine (a CUDA device that is not here, a
     backend whose kernels cannot run), else None: for the edges to refuse before anything starts."""
+    from trainer.train import resolve_device
+
     if config.device.startswith("cuda") and not torch.cuda.is_available():
         return "device", f"{config.device}, but this machine has no CUDA device"
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if config.device == "auto" else config.device)
+    device = resolve_device(config.device)
     if resolve_engine(config, device) != "fast":
         return None
     why = backend_reason(resolve_backend(config, device), config, device)
@@ -247,7 +248,7 @@ class FastStep:
         loss = dloss + pen
         if self.native_sgd:
             return self.kernels.sgd_step(flat, g, (loss, dloss, pen), self.lr, (active, diverged, div_step, step_no),
-                                        st.out_sl, st.weight_share, SPARSITY_EPS)
+                                         st.out_sl, st.weight_share, SPARSITY_EPS)
         gnorm = _rownorm(g)
         gout = _rownorm(g[:, st.out_sl])
         wnorm = _rownorm(flat)

@@ -11,7 +11,7 @@ these families save only h_t, the rest are placeholders).
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, tanh
+from trainer.triton_ops import mm, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -33,7 +33,7 @@ def rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
         xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
-        a = mm(xt, Wx, PREC, F64)
+        a = xproj(xt, Wx, D, PREC, F64)
         if BIAS:
             a += tl.load(w + o_b + j, mask=jm, other=0.0)[None, :]
         if KEEP:
@@ -84,7 +84,7 @@ def rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
                          other=0.0)
             da = dh * (1.0 - hn * hn)
             gWh += mm(tl.trans(h), da, PREC, F64)
-            gWx += mm(tl.trans(xt), da, PREC, F64)
+            gWx += xgrad(xt, da, D, PREC, F64)
             if BIAS:
                 gb += tl.sum(da, axis=0)
             dh = mm(da, WhT, PREC, F64)
@@ -125,7 +125,7 @@ def diag_rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
         xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
         if KEEP:
             tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
-        h = tanh(mm(xt, U, PREC, F64) + wd * h)
+        h = tanh(xproj(xt, U, D, PREC, F64) + wd * h)
     if KEEP:
         tl.store(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
     first = (j < H // 2)[None, :]
@@ -170,7 +170,7 @@ def diag_rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
                          other=0.0)
             da = dh * (1.0 - hn * hn)
             gw += tl.sum(da * h, axis=0)
-            gU += mm(tl.trans(xt), da, PREC, F64)
+            gU += xgrad(xt, da, D, PREC, F64)
             dh = da * wd
             hn = h
     gk = grad + k * P

@@ -9,7 +9,7 @@ b (3H), W_out (H, C), b_out (C). Saved per step: h_t (T + 1 slots), [z, r], r * 
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, sigmoid, tanh
+from trainer.triton_ops import mm, sigmoid, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -38,9 +38,9 @@ def gru_forward(flat, x, out, hs, zr, rh, cc, n, P, x_stride, cap,
     for t in range(T):
         xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
                      other=0.0)
-        az = mm(xt, Wxz, PREC, F64)
-        ar = mm(xt, Wxr, PREC, F64)
-        ah = mm(xt, Wxh, PREC, F64)
+        az = xproj(xt, Wxz, D, PREC, F64)
+        ar = xproj(xt, Wxr, D, PREC, F64)
+        ah = xproj(xt, Wxh, D, PREC, F64)
         if BIAS:
             az += tl.load(w + o_b + j, mask=jm, other=0.0)[None, :]
             ar += tl.load(w + o_b + H + j, mask=jm, other=0.0)[None, :]
@@ -124,10 +124,9 @@ def gru_backward(flat, x, dout, hs, zr, rh, cc, grad, n, P, x_stride, cap,
             gWhz += mm(tl.trans(h), daz, PREC, F64)
             gWhr += mm(tl.trans(h), dar, PREC, F64)
             dhp += mm(daz, WhzT, PREC, F64) + mm(dar, WhrT, PREC, F64)
-            xT = tl.trans(xt)
-            gWxz += mm(xT, daz, PREC, F64)
-            gWxr += mm(xT, dar, PREC, F64)
-            gWxh += mm(xT, dac, PREC, F64)
+            gWxz += xgrad(xt, daz, D, PREC, F64)
+            gWxr += xgrad(xt, dar, D, PREC, F64)
+            gWxh += xgrad(xt, dac, D, PREC, F64)
             if BIAS:
                 gbz += tl.sum(daz, axis=0)
                 gbr += tl.sum(dar, axis=0)

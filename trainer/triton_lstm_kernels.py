@@ -11,7 +11,7 @@ regularizer is not here: the step adds it (autograd) to the gradient these kerne
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, sigmoid, tanh
+from trainer.triton_ops import mm, sigmoid, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -54,10 +54,10 @@ def lstm_forward(flat, x, out, hs, gates, cs, s3, n, P, x_stride, cap,
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
         xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
-        ai = mm(xt, Wxi, PREC, F64)
-        af = mm(xt, Wxf, PREC, F64)
-        ag = mm(xt, Wxg, PREC, F64)
-        ao = mm(xt, Wxo, PREC, F64)
+        ai = xproj(xt, Wxi, D, PREC, F64)
+        af = xproj(xt, Wxf, D, PREC, F64)
+        ag = xproj(xt, Wxg, D, PREC, F64)
+        ao = xproj(xt, Wxo, D, PREC, F64)
         if BIAS:
             ai += tl.load(p + o_b + j, mask=jm, other=0.0)[None, :]
             af += tl.load(p + o_b + H + j, mask=jm, other=0.0)[None, :]
@@ -158,11 +158,10 @@ def lstm_backward(flat, x, dout, hs, gates, cs, s3, grad, n, P, x_stride, cap,
             gWhf += mm(hT_, daf, PREC, F64)
             gWhg += mm(hT_, dag, PREC, F64)
             gWho += mm(hT_, dao, PREC, F64)
-            xT = tl.trans(xt)
-            gWxi += mm(xT, dai, PREC, F64)
-            gWxf += mm(xT, daf, PREC, F64)
-            gWxg += mm(xT, dag, PREC, F64)
-            gWxo += mm(xT, dao, PREC, F64)
+            gWxi += xgrad(xt, dai, D, PREC, F64)
+            gWxf += xgrad(xt, daf, D, PREC, F64)
+            gWxg += xgrad(xt, dag, D, PREC, F64)
+            gWxo += xgrad(xt, dao, D, PREC, F64)
             if BIAS:
                 gbi += tl.sum(dai, axis=0)
                 gbf += tl.sum(daf, axis=0)

@@ -22,3 +22,21 @@ def sigmoid(x):
 def tanh(x):
     """2 sigmoid(2x) - 1, as the eager engine and the native kernels compute it."""
     return 2.0 * sigmoid(2.0 * x) - 1.0
+
+
+@triton.jit
+def xproj(xt, W, D: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """x_t W for inputs ``xt`` (BB, BD) and a weight block ``W`` (BD, BH) whose rows >= D are 0; with
+    D = 1 an outer product (the padded matmul would do 16 times the work)."""
+    if D == 1:
+        return tl.sum(xt, axis=1)[:, None] * tl.sum(W, axis=0)[None, :]
+    return mm(xt, W, PREC, F64)
+
+
+@triton.jit
+def xgrad(xt, da, D: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """x_t^T da as a (BD, BH) block (rows >= D are 0); with D = 1 a sum over the rows."""
+    if D == 1:
+        g = tl.sum(tl.sum(xt, axis=1)[:, None] * da, axis=0)
+        return tl.where((tl.arange(0, xt.shape[1]) == 0)[:, None], g[None, :], 0.0)
+    return mm(tl.trans(xt), da, PREC, F64)
