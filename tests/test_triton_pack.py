@@ -111,6 +111,49 @@ def test_pack_member_equals_solo_member(family):
         assert torch.equal(solo.backward(dout[k:k + 1]), grad[k:k + 1])
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_sgd_matches_the_native_kernel(dtype):
+    """The Triton SGD + trace-row kernel against the native C++ one (an independent implementation of
+    the same contract): an inactive member, one whose gradient overflows, one whose loss is NaN,
+    weights exactly 0 and at the sparsity threshold."""
+    from trainer.native_build import load_library
+    from trainer.native_gru import NativeGRU
+
+    if load_library()[0] is None:
+        pytest.skip(f"native kernels unavailable: {load_library()[1]}")
+    fam = make_family("gru", 1, 6, 3)
+    K, P = 5, fam.layout.P
+    gen = torch.Generator().manual_seed(7)
+    flat = torch.randn(K, P, generator=gen, dtype=dtype)
+    flat[:, :5] = 0.0
+    flat[:, 5] = 1e-5
+    grad = torch.randn(K, P, generator=gen, dtype=dtype)
+    grad[2, 3] = float("inf")
+    loss = torch.rand(K, generator=gen, dtype=dtype)
+    loss[3] = float("nan")
+    terms = (loss, loss * 0.5, loss * 0.25)
+    lr = torch.linspace(0.01, 0.05, K, dtype=dtype)
+    share = torch.rand(P, generator=gen, dtype=dtype)
+    out_cols = slice(P - 21, P - 3)
+    results = []
+    for kern in (TritonPack(fam, K, 4, 2, dtype, DEV), NativeGRU(fam, K, 4, 2, dtype, torch.device("cpu"))):
+        dev = DEV if isinstance(kern, TritonPack) else torch.device("cpu")
+        state = (torch.tensor([True, False, True, True, True], device=dev),
+                 torch.zeros(K, dtype=torch.bool, device=dev), torch.full((K,), -1, dtype=torch.int64, device=dev),
+                 torch.tensor(6, device=dev))
+        w = flat.clone().to(dev)
+        row = kern.sgd_step(w, grad.to(dev), tuple(t.to(dev) for t in terms), lr.to(dev), state, out_cols,
+                            share.to(dev), 1e-5)
+        results.append((row.cpu(), w.cpu(), *(t.cpu() for t in state)))
+    (row_t, w_t, *state_t), (row_n, w_n, *state_n) = results
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert torch.allclose(row_t, row_n, rtol=tol, atol=tol, equal_nan=True)
+    assert torch.allclose(w_t, w_n, rtol=tol, atol=tol)
+    assert all(torch.equal(a, b) for a, b in zip(state_t, state_n))
+    assert state_t[1].tolist() == [False, False, True, True, False] and state_t[2].tolist() == [-1, -1, 6, 6, -1]
+    assert int(state_t[3]) == 7 and torch.equal(w_t[1], flat[1]) and torch.equal(w_t[2], flat[2])
+
+
 def test_tf32_is_asked_for_only_by_the_tf32_precision():
     fam = make_family("gru", 1, 4, 2)
     assert TritonPack(fam, 1, 4, 2, torch.float32, DEV).prec == "ieee"

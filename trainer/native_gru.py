@@ -41,8 +41,12 @@ def _ptr(t: Optional[Tensor]) -> ctypes.c_void_p:
 class NativeGRU:
     """Fused forward / backward of a GRU pack of ``K`` members with at most ``B`` rows per step."""
 
-    #: the softmax cross-entropy, the closed-form penalties and SGD with the trace row are kernels too
-    fuses_tail = True
+    #: the softmax cross-entropy and the closed-form penalties are kernels too
+    fuses_loss = True
+    #: a step computes only its real rows (no static shape: the short last batch is not padded)
+    static_shape = False
+    #: SGD with divergence masking and the trace row is one kernel
+    fuses_sgd = True
 
     def __init__(self, family: Family, K: int, B: int, T: int, dtype: torch.dtype, device: torch.device):
         lib, why = load_library()

@@ -170,11 +170,12 @@ class FastStep:
             self.m = self.v = torch.zeros((), dtype=dt, device=dev)
         self.zero = torch.zeros((), dtype=dt, device=dev)
         classes = self.kind == "classification" and self.loss in ("auto", "cross_entropy")
-        #: the native CPU kernels compute the cross-entropy, the closed-form penalties and SGD too
-        fused = kernels is not None and kernels.fuses_tail
-        self.native_ce = fused and classes
-        self.native_penalty = fused and not st.penalty.has_tik and not self.proximal
-        self.native_sgd = fused and self.optimizer == "sgd"
+        #: the native CPU kernels compute the cross-entropy and the closed-form penalties too; both
+        #: kernel backends fuse plain SGD with its trace row
+        self.native_ce = kernels is not None and kernels.fuses_loss and classes
+        self.native_penalty = (kernels is not None and kernels.fuses_loss and not st.penalty.has_tik
+                               and not self.proximal)
+        self.fused_sgd = kernels is not None and kernels.fuses_sgd and self.optimizer == "sgd"
 
     # -- the step -----------------------------------------------------------------------------
     def _objective(self, flat: Tensor, xb: Tensor, yb: Tensor, wts: Tensor):
@@ -220,10 +221,10 @@ class FastStep:
         out = kern.forward_train(flat, xb)
         if self.native_ce:
             dloss, dout = kern.cross_entropy(out, yb, 1.0 if self.reduction == "sum" else 1.0 / out.shape[1])
-        elif kern.fuses_tail:
-            dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
-        else:
+        elif kern.static_shape:
             dout, dloss = torch.func.grad(self._data_loss_sum, has_aux=True)(out, yb, wts)
+        else:
+            dloss, dout = self.data_loss(out, yb, self.kind, loss=self.loss, reduction=self.reduction)
         return kern.backward(dout), (dloss, self.zero)
 
     def step(self, flat, active, diverged, div_step, step_no, m, v, xb, yb, wts):
@@ -246,7 +247,7 @@ class FastStep:
         if st.grad_mask is not None:
             g = g * st.grad_mask
         loss = dloss + pen
-        if self.native_sgd:
+        if self.fused_sgd:
             return self.kernels.sgd_step(flat, g, (loss, dloss, pen), self.lr, (active, diverged, div_step, step_no),
                                          st.out_sl, st.weight_share, SPARSITY_EPS)
         gnorm = _rownorm(g)

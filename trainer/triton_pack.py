@@ -71,13 +71,17 @@ def _pow2(n: int, least: int = 16) -> int:
 class TritonPack:
     """Fused forward / backward of a pack of ``K`` members of one family with at most ``B`` rows per step.
 
-    The interface of :class:`trainer.native_gru.NativeGRU` minus its fused loss, penalty and SGD
-    kernels (``fuses_tail = False``: the step's PyTorch tail does those, and on CUDA the whole step is
-    captured as one CUDA graph). Every buffer is allocated here, so a step allocates nothing but its
+    The interface of :class:`trainer.native_gru.NativeGRU` minus its fused loss and penalty kernels
+    (the step's PyTorch tail does those; on CUDA the whole step is captured as one CUDA graph). Every buffer is allocated here, so a step allocates nothing but its
     outputs and can be captured.
     """
 
-    fuses_tail = False
+    #: the loss and the penalties stay in PyTorch (dE/d out of the padded batch by autograd)
+    fuses_loss = False
+    #: the activations are sized for the static padded batch (the CUDA graph's one shape)
+    static_shape = True
+    #: SGD with divergence masking and the trace row is one kernel (trainer/triton_sgd_kernel.py)
+    fuses_sgd = True
 
     def __init__(self, family: Family, K: int, B: int, T: int, dtype: torch.dtype, device: torch.device,
                  precision: str = "float32"):
@@ -100,6 +104,7 @@ class TritonPack:
                       for _, extra, width in saved]
         self.acts += [self.acts[0]] * (4 - len(self.acts))  # placeholders the family's kernels never touch
         self.grad = torch.empty((K, lay.P), dtype=dtype, device=device)  # reused: the step never keeps one
+        self._eps = torch.empty(1, dtype=dtype, device=device)
         self._last: tuple = ()
 
     def _check(self, flat: Tensor, x: Tensor) -> None:
@@ -147,3 +152,25 @@ class TritonPack:
         self._fwd[(self.K, -(-n // consts["BB"]))](flat, x, out, out, out, out, out, n, self.P, 0, 0,
                                                   *self.offsets, **consts)
         return out
+
+    def sgd_step(self, flat: Tensor, grad: Tensor, terms: tuple[Tensor, Tensor, Tensor], lr: Tensor,
+                 state: tuple[Tensor, Tensor, Tensor, Tensor], out_cols: slice, weight_share: Tensor,
+                 eps: float) -> Tensor:
+        """Plain SGD on ``flat`` in place with divergence masking and the trace row (9, K), fused: what
+        :meth:`trainer.step.FastStep.step` does for ``optimizer: sgd`` (the same contract as
+        :meth:`trainer.native_gru.NativeGRU.sgd_step`). ``terms``: E, E_data, penalty (K,); ``state``:
+        active, diverged (bool), div_step (int64), step_no (int64 scalar), updated in place."""
+        from trainer import triton_sgd_kernel
+
+        active, diverged, div_step, step_no = state
+        if grad.shape != flat.shape or not all(t.is_contiguous() for t in (flat, grad, *state, weight_share)):
+            raise ValueError("sgd_step: gradient, weights and state must be contiguous and of the pack's shape")
+        row = torch.empty((9, self.K), dtype=flat.dtype, device=flat.device)
+        self._eps.fill_(eps)
+        loss, dloss, pen = (t.contiguous() for t in terms)
+        triton_sgd_kernel.sgd_step[(self.K,)](
+            flat, grad, loss, dloss, pen, lr.contiguous(), active.view(torch.uint8), diverged.view(torch.uint8),
+            div_step, step_no, weight_share, self._eps, row, self.K, self.P, out_cols.start, out_cols.stop,
+            BLOCK=1024)
+        step_no.add_(1)
+        return row
