@@ -72,8 +72,8 @@ class TritonPack:
     """Fused forward / backward of a pack of ``K`` members of one family with at most ``B`` rows per step.
 
     The interface of :class:`trainer.native_gru.NativeGRU` minus its fused loss and penalty kernels
-    (the step's PyTorch tail does those; on CUDA the whole step is captured as one CUDA graph). Every buffer is allocated here, so a step allocates nothing but its
-    outputs and can be captured.
+    (the step's PyTorch tail does those; on CUDA the whole step is captured as one CUDA graph). Every
+    buffer is allocated here, so a step allocates nothing but its outputs and can be captured.
     """
 
     #: the loss and the penalties stay in PyTorch (dE/d out of the padded batch by autograd)
