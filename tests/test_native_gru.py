@@ -189,7 +189,7 @@ def test_backend_comes_from_the_config(monkeypatch):
     m = [MemberConfig(lr=0.1)]
     assert resolve_backend(PackConfig(members=m), CPU) == "native"
     assert resolve_backend(PackConfig(members=m, family="lstm"), CPU) == "compile"
-    assert resolve_backend(PackConfig(members=m, family="lstm"), torch.device("cuda")) == "cuda_graph"
+    assert resolve_backend(PackConfig(members=m, precision="bf16"), torch.device("cuda")) == "cuda_graph"
     assert resolve_backend(PackConfig(members=m, fast_backend="eager"), CPU) == "eager"
     assert resolve_engine(PackConfig(members=m), CPU) == "fast"  # auto: the native step on CPU
     assert resolve_engine(PackConfig(members=m, family="lstm"), CPU) == "eager"

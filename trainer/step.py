@@ -35,6 +35,7 @@ import torch
 
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
+from trainer.data_order import DataOrder
 from trainer.native_gru import NativeGRU, native_unsupported
 from trainer.triton_pack import TritonPack, triton_unsupported
 from trainer.result import PackResult
@@ -392,23 +393,28 @@ class EpochBatches:
         self.N, self.B, self.K, self.device = N, B, K, device
         self.full_batch = B >= N
         self.S = math.ceil(N / B)
-        self.rngs = [np.random.default_rng([s, 1]) for s in seeds]
-        pad = self.S * B - N
         self.rows = [min(B, N - s * B) for s in range(self.S)]
         w = np.zeros((self.S, B))
         for s in range(self.S):
             n = min(B, N - s * B)
             w[s, :n] = 1.0 if reduction == "sum" else 1.0 / n
         self.weights = torch.as_tensor(w, dtype=dtype, device=device)
-        self.pad = np.zeros((K, pad), dtype=np.int64)
+        self.order = None
         if self.full_batch:
             self.fixed = torch.arange(N, device=device).expand(K, N).contiguous()
+        else:  # on a GPU the orders are drawn by worker threads, a chunk ahead (trainer.data_order)
+            gpu = torch.device(device).type == "cuda"
+            self.order = DataOrder(seeds, N, width=self.S * B, workers=min(8, os.cpu_count() or 1) if gpu else 1,
+                                   ahead=gpu)
 
     def next_epoch(self) -> Tensor:
         if self.full_batch:
             return self.fixed
-        perms = np.stack([r.permutation(self.N) for r in self.rngs])
-        return torch.as_tensor(np.concatenate([perms, self.pad], 1), device=self.device)
+        return torch.as_tensor(self.order.next_epoch(), device=self.device)
+
+    def close(self) -> None:
+        if self.order is not None:
+            self.order.close()
 
 
 def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: str | None = None) -> PackResult:
@@ -450,7 +456,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     st.w_tail = None
     st.full_batch = batches.full_batch
     t0 = time.perf_counter()
-    with matmul_precision(config.precision):
+    with matmul_precision(config.precision), contextlib.closing(batches):
         while True:
             if config.epochs is not None and epoch >= config.epochs:
                 break

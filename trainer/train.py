@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from trainer.config import PackConfig
+from trainer.data_order import DataOrder
 from trainer.diagnostics import convergence_diagnostics, step_size_condition, tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
@@ -268,7 +269,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
     B = N if config.batch_size is None else min(config.batch_size, N)
     full_batch = B >= N
     steps_per_epoch = math.ceil(N / B)
-    order_rngs = [np.random.default_rng([m.seed, 1]) for m in config.members]
+    order = DataOrder([m.seed for m in config.members], N)
     active = torch.ones(K, dtype=torch.bool, device=dev)
     diverged = torch.zeros(K, dtype=torch.bool, device=dev)
     div_step = torch.full((K,), -1, dtype=torch.int64, device=dev)
@@ -291,7 +292,7 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
         if config.max_steps is not None and step >= config.max_steps:
             break
         if not full_batch:
-            perms = torch.as_tensor(np.stack([r.permutation(N) for r in order_rngs]), device=dev)
+            perms = torch.as_tensor(order.next_epoch(), device=dev)
         for s in range(steps_per_epoch):
             if config.max_steps is not None and step >= config.max_steps:
                 break
