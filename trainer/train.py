@@ -366,6 +366,13 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
     sparse_out = {eps: (abs_out < eps).mean(1) for eps in (SPARSITY_EPS, *SPARSITY_THRESHOLDS)}
     sparse_all = {eps: (abs_weights < eps).mean(1) for eps in (SPARSITY_EPS, *SPARSITY_THRESHOLDS)}
     probe = _probe_outputs(st)
+    # each epoch column and the W_out path as one (epochs, K) array: a member's are then slices, not
+    # a Python loop over its epochs (that loop made a 100-epoch K = 4,096 pack's assembly seconds long)
+    K = st.K
+    by_col = {c: np.stack([r[c] for r in epoch_rows]) if epoch_rows else np.zeros((0, K)) for c in EPOCH_COLUMNS}
+    path_stats = np.stack([st.w_out_path0] + [r["_w_out"] for r in epoch_rows])
+    path_steps = np.stack([np.zeros(K, dtype=np.int64)] + [r["_steps"] for r in epoch_rows]).astype(np.int64)
+    w_norm = _row_norms(flat_np)
     members = []
     for k, mc in enumerate(config.members):
         if diverged[k]:
@@ -379,7 +386,7 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             last_epoch = len(epoch_rows) - 1
         trace = member_trace(stats, steps, k, n_rows, mc.lr, config.trace_every)
         rows = epoch_rows[:last_epoch + 1]
-        epochs = {c: np.asarray([r[c][k] for r in rows]) for c in EPOCH_COLUMNS}
+        epochs = {c: by_col[c][:len(rows), k].copy() for c in EPOCH_COLUMNS}
         last = rows[-1] if rows else None
         w = flat_np[k]
         final = {
@@ -390,8 +397,7 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             "test_metric": float(last["test_metric"][k]) if last else float("nan"),
             "sparsity_out": float(sparse_out[SPARSITY_EPS][k]),
             "sparsity_all": float(sparse_all[SPARSITY_EPS][k]),
-            "weight_norm": float(np.sqrt(np.sum(np.square(w, dtype=np.float64)))) if np.all(np.abs(w) < 1e150)
-            else float(np.linalg.norm(w / np.abs(w).max()) * np.abs(w).max()),
+            "weight_norm": float(w_norm[k]),
             "steps": int(n_updates),
             "epochs": int(len(rows)),
             "wall_time": float(wall),
@@ -421,7 +427,7 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
             rho_end = float(st.penalty.tikhonov_rho_h(st.flat)[k].item())
             diagnostics.update(tikhonov_rho_h_init=float(st.tikhonov_init["rho_h"][k]), tikhonov_rho_h_final=rho_end,
                                tikhonov_feasible_init_scale=float(st.tikhonov_init["feasible_init_scale"][k]))
-        path = _weight_path(st, rows, k)
+        path = _weight_path(path_stats, path_steps, len(rows), k)
         diagnostics.update(step_size_condition(
             family=config.family, reg=mc.reg, optimizer=config.optimizer, loss=config.loss,
             task_kind=st.task.kind, reduction=config.reduction, lr=mc.lr, lam=mc.lam, alpha=mc.alpha,
@@ -435,13 +441,26 @@ def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows
                       pack_size=st.K)
 
 
-def _weight_path(st: _Pack, rows: list[dict], k: int) -> dict[str, np.ndarray]:
-    """Member k's W_out statistics at initialisation and after every epoch it trained (see
-    :data:`trainer.result.WEIGHT_PATH_COLUMNS`)."""
-    stats = np.stack([st.w_out_path0[:, k]] + [r["_w_out"][:, k] for r in rows])
-    out = {"step": np.asarray([0] + [int(r["_steps"][k]) for r in rows], dtype=np.int64)}
+def _row_norms(flat: np.ndarray) -> np.ndarray:
+    """||w|| of each row of ``flat`` (float64); a row with entries of 1e150 or more (or NaN) is scaled by
+    its largest entry first, so that squaring cannot overflow."""
+    finite = np.all(np.abs(flat) < 1e150, axis=1)
+    norms = np.sqrt(np.sum(np.square(flat), axis=1))
+    for k in np.flatnonzero(~finite):
+        peak = np.abs(flat[k]).max()
+        norms[k] = np.linalg.norm(flat[k] / peak) * peak
+    return norms
+
+
+def _weight_path(path_stats: np.ndarray, path_steps: np.ndarray, n_epochs: int,
+                 k: int) -> dict[str, np.ndarray]:
+    """Member k's W_out statistics at initialisation and after each of the ``n_epochs`` epochs it
+    trained (see :data:`trainer.result.WEIGHT_PATH_COLUMNS`), from the pack's ``path_stats``
+    (1 + epochs, statistics, K) and ``path_steps`` (1 + epochs, K)."""
+    stats = path_stats[:n_epochs + 1, :, k]
+    out = {"step": path_steps[:n_epochs + 1, k].copy()}
     for i, col in enumerate(WEIGHT_PATH_COLUMNS[1:]):
-        out[col] = stats[:, i]
+        out[col] = stats[:, i].copy()
     return out
 
 
