@@ -87,8 +87,6 @@ def native_reason(config: PackConfig, device: torch.device) -> Optional[str]:
     """Why the native kernels do not run ``config`` on ``device`` (None when they do)."""
     from trainer.models import make_family
 
-    if config.family != "gru":
-        return f"no native kernel for family {config.family}"
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     return native_unsupported(make_family(config.family, 1, 1, 1), dtype, device)
 
@@ -214,7 +212,8 @@ class FastStep:
         if self.native_penalty:
             pen = self.kernels.penalty(flat, g, st.penalty)
         else:
-            pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal, include_tikhonov=False)
+            pen, parts = st.penalty.value_and_grad(flat, need_grad=not self.proximal,
+                                                   include_tikhonov=self.kernels is not None)
             pen = pen + tik
             for sl, part in parts:
                 g[:, sl] += part
