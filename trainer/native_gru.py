@@ -23,18 +23,6 @@ from trainer.native_build import load_library
 Tensor = torch.Tensor
 
 
-def native_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
-    """Why the native kernels cannot run this pack (None when they can)."""
-    if family.name not in KERNELS:
-        return f"no native kernel for family {family.name}"
-    if device.type != "cpu":
-        return "the native kernels run on CPU"
-    if dtype not in (torch.float32, torch.float64):
-        return f"dtype {dtype}"
-    lib, why = load_library()
-    return why if lib is None else None
-
-
 #: per family: the parameters whose offsets the kernels take (input weights, recurrent weights, the
 #: GRU's Wh_h, gate biases, readout, readout bias; None: absent), and the sizes of the activation
 #: buffers kept per member for the backward, as functions of (T, B, H)
@@ -46,6 +34,18 @@ KERNELS = {
     "rnn": (("Wx", "Wh", None, "b", "W_out", "b_out"), lambda T, B, H: ((T + 1) * B * H,)),
     "diag_rnn": (("U", "w", None, None, "W_out", None), lambda T, B, H: ((T + 1) * B * H,)),
 }
+
+
+def native_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
+    """Why the native kernels cannot run this pack (None when they can)."""
+    if family.name not in KERNELS:
+        return f"no native kernel for family {family.name}"
+    if device.type != "cpu":
+        return "the native kernels run on CPU"
+    if dtype not in (torch.float32, torch.float64):
+        return f"dtype {dtype}"
+    lib, why = load_library()
+    return why if lib is None else None
 
 
 def _ptr(t: Optional[Tensor]) -> ctypes.c_void_p:
