@@ -115,11 +115,11 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
     engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
-                               "auto (fast on CPU for gru with the native kernels; eager on CUDA until "
+                               "auto (fast on CPU with the native kernels; eager on CUDA until "
                                "the captured step is measured on a GPU)"),
     fast_backend: str = typer.Option("auto", "--fast-backend", help="fast engine backend: auto | eager | compile | "
-                                     "cuda_graph | native (fused C++ kernels, CPU, gru) | triton (fused "
-                                     "Triton kernels, CUDA)"),
+                                     "cuda_graph | native (fused C++ kernels, CPU, every family) | "
+                                     "triton (fused Triton kernels, CUDA)"),
     precision: str = typer.Option("float32", "--precision", help="float32 (exact) | tf32 | bf16 (opt-in)"),
     threads: int = typer.Option(1, "--threads", help="torch intra-op threads"),
     trace_out: Optional[Path] = typer.Option(None, "--trace-out", help="write the per-iteration trace as CSV"),

@@ -234,13 +234,13 @@ class TrainingSpec(_Typed):
     trace_every: int = Field(1, ge=1)
     engine: Literal["eager", "fast", "auto"] = Field("auto", description="trainer loop: eager (reference), fast "
                                                      "(one compiled/captured step), auto (fast on CPU where the native "
-                                                     "GRU kernels run; eager on CUDA until the captured step has "
+                                                     "kernels run; eager on CUDA until the captured step has "
                                                      "been measured on a GPU)")
     fast_backend: Literal["auto", "eager", "compile", "cuda_graph", "native", "triton"] = Field(
         "auto", description="how the fast engine runs its step: eager | compile (torch.compile) | cuda_graph | "
-                            "native (fused C++ kernels, CPU, gru) | triton (fused Triton kernels, CUDA) | auto "
-                            "(triton on CUDA where it applies, else cuda_graph; native on CPU where it applies, "
-                            "else compile)")
+                            "native (fused C++ kernels, CPU, every family) | triton (fused Triton kernels, CUDA) | "
+                            "auto (triton on CUDA where it applies, else cuda_graph; native on CPU where it "
+                            "applies, else compile)")
     precision: Literal["float32", "tf32", "bf16"] = Field("float32", description="float32 exact; tf32/bf16 opt-in")
     lr: float = Field(1e-3, gt=0)
     lam: float = Field(0.0, ge=0)

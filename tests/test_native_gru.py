@@ -188,13 +188,13 @@ def test_backend_comes_from_the_config(monkeypatch):
     monkeypatch.setenv("RNNHPO_FAST_BACKEND", "eager")
     m = [MemberConfig(lr=0.1)]
     assert resolve_backend(PackConfig(members=m), CPU) == "native"
-    assert resolve_backend(PackConfig(members=m, family="lstm"), CPU) == "compile"
+    assert resolve_backend(PackConfig(members=m, family="lstm"), CPU) == "native"
     assert resolve_backend(PackConfig(members=m, precision="bf16"), torch.device("cuda")) == "cuda_graph"
     assert resolve_backend(PackConfig(members=m, fast_backend="eager"), CPU) == "eager"
     assert resolve_engine(PackConfig(members=m), CPU) == "fast"  # auto: the native step on CPU
-    assert resolve_engine(PackConfig(members=m, family="lstm"), CPU) == "eager"
-    with pytest.raises(ValueError, match="gru family only"):
-        PackConfig(members=m, family="rnn", fast_backend="native")
+    assert resolve_engine(PackConfig(members=m, family="lstm"), CPU) == "fast"
+    for family in ("rnn", "lstm", "diag_rnn"):  # the native kernels cover every family
+        assert PackConfig(members=m, family=family, fast_backend="native").fast_backend == "native"
     with pytest.raises(ValueError, match="precision"):
         PackConfig(members=m, fast_backend="native", precision="bf16")
 

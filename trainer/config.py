@@ -86,13 +86,13 @@ class PackConfig(BaseModel):
     train_readout: bool = Field(False, description="diag_rnn only: train the 1/sqrt(m) readout too "
                                                    "(the rnn-gd-convergence paper keeps it fixed)")
     engine: Engine = Field("auto", description="eager: the reference loop; fast: one compiled step "
-                           "(trainer.step); auto: fast where the native CPU kernels run (gru), else eager (on CUDA "
-                           "too, until the captured step has been measured on a GPU)")
+                           "(trainer.step); auto: fast where the native CPU kernels run (every family), else "
+                           "eager (on CUDA too, until the captured step has been measured on a GPU)")
     fast_backend: FastBackend = Field("auto", description="how the fast engine runs its step: eager (the function "
                                       "as it is), compile (torch.compile), cuda_graph (compiled and captured, CUDA), "
-                                      "native (fused C++ kernels, CPU, gru), triton (fused Triton kernels, CUDA, "
-                                      "every family, the step captured); auto: triton on CUDA where it applies, else "
-                                      "cuda_graph; native on CPU where it applies, else compile")
+                                      "native (fused C++ kernels, CPU, every family), triton (fused Triton kernels, "
+                                      "CUDA, every family, the step captured); auto: triton on CUDA where it "
+                                      "applies, else cuda_graph; native on CPU where it applies, else compile")
     precision: Precision = Field("float32", description="float32 (exact, default); tf32 matmuls or bf16 "
                                  "autocast of the forward/backward, opt-in, fast engine only")
     members: list[MemberConfig] = Field(min_length=1)
@@ -110,8 +110,6 @@ class PackConfig(BaseModel):
             raise ValueError(f"precision: {self.precision} applies to float32 training only")
         if self.precision != "float32" and self.engine == "eager":
             raise ValueError(f"precision: {self.precision} needs engine 'fast' or 'auto'")
-        if self.fast_backend == "native" and self.family != "gru":
-            raise ValueError(f"fast_backend: native has kernels for the gru family only, not {self.family}")
         if self.fast_backend == "triton" and self.precision == "bf16":
             raise ValueError("fast_backend: triton multiplies in float32 (exact) or tf32; precision bf16 needs "
                              "another backend")

@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-SOURCE = Path(__file__).parent / "csrc" / "gru_pack.cpp"
+SOURCE = Path(__file__).parent / "csrc" / "pack_kernels.cpp"
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared",
          "-std=c++17")
 
@@ -61,7 +61,7 @@ def load_library() -> tuple[Optional[ctypes.CDLL], str]:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
         key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), version.encode(),
                                          platform.machine().encode(), _cpu_features().encode()])).hexdigest()[:24]
-        target = _cache_dir() / f"gru_pack-{key}.so"
+        target = _cache_dir() / f"pack_kernels-{key}.so"
         if not target.exists():
             _build(compiler, target)
         lib = ctypes.CDLL(str(target))
@@ -69,12 +69,12 @@ def load_library() -> tuple[Optional[ctypes.CDLL], str]:
         detail = getattr(exc, "stderr", "") or str(exc)
         return None, f"building the native kernels failed: {detail.strip()[:500]}"
     ptr = ctypes.c_void_p
-    for name in ("gru_forward_f32", "gru_forward_f64"):
-        getattr(lib, name).argtypes = [ptr] * 8
-        getattr(lib, name).restype = None
-    for name in ("gru_backward_f32", "gru_backward_f64"):
-        getattr(lib, name).argtypes = [ptr] * 9
-        getattr(lib, name).restype = None
+    n_args = {"gru_forward": 8, "gru_backward": 9, "lstm_forward": 8, "lstm_backward": 9, "rnn_forward": 5,
+              "rnn_backward": 6, "diag_rnn_forward": 5, "diag_rnn_backward": 6}
+    for kernel, n in n_args.items():
+        for suffix in ("f32", "f64"):
+            getattr(lib, f"{kernel}_{suffix}").argtypes = [ptr] * n
+            getattr(lib, f"{kernel}_{suffix}").restype = None
     for name in ("sgd_step_f32", "sgd_step_f64"):
         getattr(lib, name).argtypes = [ptr] * 13 + [ctypes.c_double]
         getattr(lib, name).restype = None

@@ -1,12 +1,13 @@
-"""The paper's GRU (eq. 2-5) of a whole pack through the fused CPU kernels of ``trainer/csrc``.
+"""A whole pack of any family (the paper's GRU, LSTM, Elman RNN, diagonal RNN) through the fused CPU
+kernels of ``trainer/csrc/pack_kernels.cpp``.
 
-:class:`NativeGRU` holds the activation buffers of one pack (sized once, reused every step) and
-runs the kernels on the flat ``(K, P)`` parameter buffer, members split between
+:class:`NativePack` holds the activation buffers of one pack (sized once, reused every step) and
+runs the kernels of its family on the flat ``(K, P)`` parameter buffer, members split between
 ``torch.get_num_threads()`` OpenMP threads: :meth:`forward_train` keeps what the
 backward through time needs, :meth:`backward` turns dE/d out into the whole ``(K, P)`` gradient,
-:meth:`forward` evaluates without keeping anything. Numbers match the eager engine's hand-written
-BPTT and autograd through :mod:`trainer.cells` (tests/test_native_gru.py); each member's result
-depends on its own row only.
+:meth:`forward` evaluates without keeping anything. Numbers match the eager engine and autograd
+through :mod:`trainer.cells` (tests/test_native_gru.py, tests/test_native_families.py); each
+member's result depends on its own row only. ``NativeGRU`` is the same class under its first name.
 """
 
 from __future__ import annotations
@@ -22,9 +23,22 @@ from trainer.native_build import load_library
 Tensor = torch.Tensor
 
 
+#: per family: the parameters whose offsets the kernels take (input weights, recurrent weights, the
+#: GRU's Wh_h, gate biases, readout, readout bias; None: absent), and the sizes of the activation
+#: buffers kept per member for the backward, as functions of (T, B, H)
+KERNELS = {
+    "gru": (("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out"),
+            lambda T, B, H: ((T + 1) * B * H, T * B * 2 * H, T * B * H, T * B * H)),
+    "lstm": (("Wx", "Wh", None, "b", "W_out", "b_out"),
+             lambda T, B, H: ((T + 1) * B * H, T * B * 4 * H, (T + 1) * B * H, T * B * H)),
+    "rnn": (("Wx", "Wh", None, "b", "W_out", "b_out"), lambda T, B, H: ((T + 1) * B * H,)),
+    "diag_rnn": (("U", "w", None, None, "W_out", None), lambda T, B, H: ((T + 1) * B * H,)),
+}
+
+
 def native_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
     """Why the native kernels cannot run this pack (None when they can)."""
-    if family.name != "gru":
+    if family.name not in KERNELS:
         return f"no native kernel for family {family.name}"
     if device.type != "cpu":
         return "the native kernels run on CPU"
@@ -38,8 +52,8 @@ def _ptr(t: Optional[Tensor]) -> ctypes.c_void_p:
     return ctypes.c_void_p(None if t is None else t.data_ptr())
 
 
-class NativeGRU:
-    """Fused forward / backward of a GRU pack of ``K`` members with at most ``B`` rows per step."""
+class NativePack:
+    """Fused forward / backward of a pack of ``K`` members of ``family`` with at most ``B`` rows per step."""
 
     #: the softmax cross-entropy and the closed-form penalties are kernels too
     fuses_loss = True
@@ -53,20 +67,18 @@ class NativeGRU:
         if lib is None:
             raise RuntimeError(why)
         suffix = "f64" if dtype == torch.float64 else "f32"
-        self._fwd = getattr(lib, f"gru_forward_{suffix}")
-        self._bwd = getattr(lib, f"gru_backward_{suffix}")
+        names, sizes = KERNELS[family.name]
+        self._fwd = getattr(lib, f"{family.name}_forward_{suffix}")
+        self._bwd = getattr(lib, f"{family.name}_backward_{suffix}")
         self._sgd = getattr(lib, f"sgd_step_{suffix}")
         self._ce = getattr(lib, f"cross_entropy_{suffix}")
         self._pen = getattr(lib, f"penalty_{suffix}")
         H, lay = family.H, family.layout
         off = lambda name: lay.offsets[name][0] if name in lay.offsets else 0  # noqa: E731
         self.K, self.T, self.D, self.H, self.C = K, T, family.D, H, family.C
-        self.head = [int(family.bias), lay.P] + [off(n) for n in ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")]
+        self.head = [int(family.bias), lay.P] + [off(n) for n in names]
         opts = dict(dtype=dtype, device=device)
-        self.hs = torch.empty(K * (T + 1) * B * H, **opts)
-        self.zr = torch.empty(K * T * B * 2 * H, **opts)
-        self.rh = torch.empty(K * T * B * H, **opts)
-        self.cc = torch.empty(K * T * B * H, **opts)
+        self.buffers = tuple(torch.empty(K * n, **opts) for n in sizes(T, B, H))
         self.B = B
         self.grad = torch.empty((K, lay.P), **opts)  # reused: the step never keeps a gradient
         self._saved: tuple = ()
@@ -93,7 +105,7 @@ class NativeGRU:
             raise ValueError(f"x: {K} members, the pack has {self.K}")
         out = torch.empty((K, n, self.C), dtype=flat.dtype, device=flat.device)
         dims = self._dims(n, n * self.T * self.D)
-        self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc), dims)
+        self._fwd(_ptr(flat), _ptr(x), _ptr(out), *(_ptr(b) for b in self.buffers), dims)
         self._saved = (flat, x, dims)
         return out
 
@@ -103,8 +115,7 @@ class NativeGRU:
         if tuple(dout.shape) != (self.K, x.shape[1], self.C):
             raise ValueError(f"dout: expected ({self.K}, {x.shape[1]}, {self.C}), got {tuple(dout.shape)}")
         dout = dout.contiguous()
-        self._bwd(_ptr(flat), _ptr(x), _ptr(dout), _ptr(self.hs), _ptr(self.zr), _ptr(self.rh), _ptr(self.cc),
-                  _ptr(self.grad), dims)
+        self._bwd(_ptr(flat), _ptr(x), _ptr(dout), *(_ptr(b) for b in self.buffers), _ptr(self.grad), dims)
         return self.grad
 
     def forward(self, flat: Tensor, x: Tensor) -> Tensor:
@@ -113,7 +124,7 @@ class NativeGRU:
         n = x.shape[0]
         self._check(flat, x, n)
         out = torch.empty((self.K, n, self.C), dtype=flat.dtype, device=flat.device)
-        self._fwd(_ptr(flat), _ptr(x), _ptr(out), _ptr(None), _ptr(None), _ptr(None), _ptr(None), self._dims(n, 0))
+        self._fwd(_ptr(flat), _ptr(x), _ptr(out), *(_ptr(None) for _ in self.buffers), self._dims(n, 0))
         return out
 
     def sgd_step(self, flat: Tensor, grad: Tensor, terms: tuple[Tensor, Tensor, Tensor], lr: Tensor,
@@ -163,3 +174,7 @@ class NativeGRU:
         alpha = penalty.alpha.contiguous()
         self._pen(_ptr(flat), _ptr(grad), _ptr(pen), *(_ptr(c) for c in coefs), _ptr(alpha), dims)
         return pen
+
+
+#: the first name of :class:`NativePack`, from when it ran the GRU only
+NativeGRU = NativePack

@@ -111,8 +111,6 @@ def native_reason(config: PackConfig, device: torch.device) -> Optional[str]:
     """Why the native kernels do not run ``config`` on ``device`` (None when they do)."""
     from trainer.models import make_family
 
-    if config.family != "gru":
-        return f"no native kernel for family {config.family}"
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     return native_unsupported(make_family(config.family, 1, 1, 1), dtype, device)
 

@@ -1,15 +1,20 @@
-// Fused CPU kernels of the paper's GRU (eq. 2-5, Algorithm 1) for a pack of K members.
+// Fused CPU kernels of the four recurrent families of trainer/models.py for a pack of K members:
+// the paper's GRU (eq. 2-5, Algorithm 1), the Elman RNN, the LSTM and the diagonal RNN, plus the
+// family-agnostic tail of a training step (softmax cross-entropy, closed-form penalties, SGD with
+// the trace row).
 //
 // One call runs the forward (or the backward through time) of every member, member after member:
 // all T time steps of a member stay in L1/L2 instead of every elementwise op streaming the whole
 // pack through the cache. Each member's numbers depend on its own row only, so a pack gives the
 // same result as K solo runs, bit for bit.
 //
-// Layout (as trainer/models.py, "x @ W" form): Wx (D, 3H) gates [z, r, h~], Wh_zr (H, 2H),
-// Wh_h (H, H), b (3H), W_out (H, C), b_out (C), all in one row of the flat (K, P) buffer.
-//   z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br), c = tanh(x Wh + (r*h) Wh~ + bh),
-//   h' = h + z (c - h);  out = h_T W_out + b_out.
-// h_0 = 0, so step 0 has no recurrent matmul (h_0 W = 0 exactly).
+// Layouts (as trainer/models.py, "x @ W" form), all in one row of the flat (K, P) buffer:
+//   gru:      Wx (D, 3H) gates [z, r, h~], Wh_zr (H, 2H), Wh_h (H, H), b (3H), W_out (H, C), b_out (C)
+//   rnn:      Wx (D, H), Wh (H, H), b (H), W_out (H, C), b_out (C)
+//   lstm:     Wx (D, 4H), Wh (H, 4H) gates [i, f, c~, o], b (4H), W_out (H, C), b_out (C)
+//   diag_rnn: U (D, H), w (H), W_out (H, C); no biases
+// (bias = 0 drops b and b_out). The equations are at each family's kernels below.
+// h_0 = 0 (and c_0 = 0), so step 0 has no recurrent matmul (h_0 W = 0 exactly).
 //
 // Built with -O3 -march=native and WITHOUT -ffast-math (NaN and inf must propagate: the trainer
 // detects divergence from them). exp is a branch-free polynomial the compiler vectorises:
@@ -203,22 +208,42 @@ void transpose(int64_t R, int64_t Cc, const T* __restrict A, T* __restrict out) 
         for (int64_t i = 0; i < R; ++i) out[j * R + i] = A[i * Cc + j];
 }
 
+// The shapes of one call and where each parameter starts in a member's row: oWx the input weights
+// (Wx, or U of diag_rnn), oWh the first recurrent ones (Wh_zr of the GRU, Wh, or w of diag_rnn),
+// oWh2 the GRU's Wh_h, ob the gate biases, oWo / obo the readout; xs is x's member stride (0: shared).
 struct Dims {
-    int64_t K, B, T, D, H, C, bias, P, oWx, oWzr, oWhh, ob, oWo, obo, xs, threads;
+    int64_t K, B, T, D, H, C, bias, P, oWx, oWh, oWh2, ob, oWo, obo, xs, threads;
     explicit Dims(const int64_t* d)
-        : K(d[0]), B(d[1]), T(d[2]), D(d[3]), H(d[4]), C(d[5]), bias(d[6]), P(d[7]), oWx(d[8]), oWzr(d[9]),
-          oWhh(d[10]), ob(d[11]), oWo(d[12]), obo(d[13]), xs(d[14]), threads(d[15]) {}
+        : K(d[0]), B(d[1]), T(d[2]), D(d[3]), H(d[4]), C(d[5]), bias(d[6]), P(d[7]), oWx(d[8]), oWh(d[9]),
+          oWh2(d[10]), ob(d[11]), oWo(d[12]), obo(d[13]), xs(d[14]), threads(d[15]) {}
 };
+
+// body(k, work) for every member k: with threads > 1 the members are split between OpenMP threads
+// (static schedule), each member computed by the same code as alone; work is the calling thread's
+// scratch of n_work elements.
+template <typename T, typename F>
+void over_members(const Dims& d, int64_t n_work, F body) {
+#pragma omp parallel num_threads(static_cast<int>(d.threads)) if (d.threads > 1)
+    {
+        std::vector<T> work(n_work);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < d.K; ++k) body(k, work.data());
+    }
+}
+
+// ---- GRU --------------------------------------------------------------------------------------
 
 // Forward of member k. keep: hs (T+1, B, H), zr (T, B, 2H), rh (T, B, H), cc (T, B, H) of this member
 // are kept for the backward; otherwise every step reuses slot 0 (h ping-pongs between 0 and 1).
+// z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br), c = tanh(x Wh + (r*h) Wh~ + bh),
+// h' = h + z (c - h);  out = h_T W_out + b_out.
 template <typename T>
-void forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* zr_all, T* rh_all, T* cc_all,
-                    bool keep) {
+void gru_forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* zr_all, T* rh_all, T* cc_all,
+                        bool keep) {
     const int64_t B = d.B, H = d.H, D = d.D, G = 3 * H, TT = d.T, Dx = d.T * d.D;
     const T* Wx = w + d.oWx;
-    const T* Wzr = w + d.oWzr;
-    const T* Whh = w + d.oWhh;
+    const T* Wzr = w + d.oWh;
+    const T* Whh = w + d.oWh2;
     const T* bb = d.bias ? w + d.ob : nullptr;
     std::memset(hs, 0, sizeof(T) * B * H);
     for (int64_t t = 0; t < TT; ++t) {
@@ -264,41 +289,32 @@ void forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* zr_
     mm_acc(B, d.C, H, hT, H, Wo, d.C, out, d.C);
 }
 
-// Members are independent: with threads > 1 they are split between OpenMP threads (static schedule),
-// each member computed by the same code as alone.
 template <typename T>
-void forward(const T* flat, const T* x, T* out, T* hs, T* zr, T* rh, T* cc, const int64_t* dims) {
+void gru_forward(const T* flat, const T* x, T* out, T* hs, T* zr, T* rh, T* cc, const int64_t* dims) {
     const Dims d(dims);
     const bool keep = hs != nullptr;
-    const int64_t TB = d.T * d.B;
-#pragma omp parallel num_threads(static_cast<int>(d.threads)) if (d.threads > 1)
-    {
-        std::vector<T> scratch(keep ? 0 : d.B * d.H * 6);
-#pragma omp for schedule(static)
-        for (int64_t k = 0; k < d.K; ++k) {
-            if (keep) {
-                forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, hs + k * (TB + d.B) * d.H,
-                               zr + k * TB * 2 * d.H, rh + k * TB * d.H, cc + k * TB * d.H, true);
-            } else {
-                T* s = scratch.data();
-                forward_member(d, flat + k * d.P, x + k * d.xs, out + k * d.B * d.C, s, s + 2 * d.B * d.H,
-                               s + 4 * d.B * d.H, s + 5 * d.B * d.H, false);
-            }
-        }
-    }
+    const int64_t B = d.B, H = d.H, TB = d.T * d.B;
+    over_members<T>(d, keep ? 0 : B * H * 6, [&](int64_t k, T* s) {
+        if (keep)
+            gru_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C, hs + k * (TB + B) * H,
+                               zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, true);
+        else
+            gru_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C, s, s + 2 * B * H, s + 4 * B * H,
+                               s + 5 * B * H, false);
+    });
 }
 
 // Backward through time of member k from dE/d out (B, C); writes the whole gradient row g (P).
 template <typename T>
-void backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* zr_all,
-                     const T* rh_all, const T* cc_all, T* g, std::vector<T>& work) {
+void gru_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* zr_all,
+                         const T* rh_all, const T* cc_all, T* g, T* work) {
     const int64_t B = d.B, H = d.H, D = d.D, C = d.C, G = 3 * H, TT = d.T, Dx = d.T * d.D;
     std::memset(g, 0, sizeof(T) * d.P);
     T* gWx = g + d.oWx;
-    T* gWzr = g + d.oWzr;
-    T* gWhh = g + d.oWhh;
+    T* gWzr = g + d.oWh;
+    T* gWhh = g + d.oWh2;
     T* gb = d.bias ? g + d.ob : nullptr;
-    T* dh = work.data();
+    T* dh = work;
     T* dhn = dh + B * H;
     T* dah = dhn + B * H;
     T* drh = dah + B * H;
@@ -312,8 +328,8 @@ void backward_member(const Dims& d, const T* w, const T* x, const T* dout, const
         for (int64_t b = 0; b < B; ++b)
             for (int64_t j = 0; j < C; ++j) g[d.obo + j] += dout[b * C + j];
     transpose(H, C, w + d.oWo, WoT);
-    transpose(H, 2 * H, w + d.oWzr, WzrT);
-    transpose(H, H, w + d.oWhh, WhhT);
+    transpose(H, 2 * H, w + d.oWh, WzrT);
+    transpose(H, H, w + d.oWh2, WhhT);
     std::memset(dh, 0, sizeof(T) * B * H);
     mm_acc(B, H, C, dout, C, WoT, H, dh, H);
     for (int64_t t = TT - 1; t >= 0; --t) {
@@ -367,19 +383,344 @@ void backward_member(const Dims& d, const T* w, const T* x, const T* dout, const
 }
 
 template <typename T>
-void backward(const T* flat, const T* x, const T* dout, const T* hs, const T* zr, const T* rh, const T* cc,
-              T* grad, const int64_t* dims) {
+void gru_backward(const T* flat, const T* x, const T* dout, const T* hs, const T* zr, const T* rh, const T* cc,
+                  T* grad, const int64_t* dims) {
     const Dims d(dims);
     const int64_t B = d.B, H = d.H, TB = d.T * d.B;
-#pragma omp parallel num_threads(static_cast<int>(d.threads)) if (d.threads > 1)
-    {
-        std::vector<T> work(B * H * 6 + 3 * H * H + d.C * H);
-#pragma omp for schedule(static)
-        for (int64_t k = 0; k < d.K; ++k)
-            backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (TB + B) * H,
+    over_members<T>(d, B * H * 6 + 3 * H * H + d.C * H, [&](int64_t k, T* work) {
+        gru_backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (TB + B) * H,
                             zr + k * TB * 2 * H, rh + k * TB * H, cc + k * TB * H, grad + k * d.P, work);
+    });
+}
+
+// ---- helpers of the other families ----------------------------------------------------------
+
+// a (B x G, row stride lda) = b + x_t W: xt points at x[0, t, 0] (rows Dx apart), W (D x G); b may be null.
+template <typename T>
+void project_input(const Dims& d, const T* xt, const T* W, const T* b, int64_t G, T* a, int64_t lda) {
+    const int64_t Dx = d.T * d.D;
+    for (int64_t r = 0; r < d.B; ++r) {
+        T* row = a + r * lda;
+        for (int64_t g = 0; g < G; ++g) row[g] = b ? b[g] : T(0);
+        const T* xb = xt + r * Dx;
+        for (int64_t q = 0; q < d.D; ++q) {
+            const T xv = xb[q];
+            const T* wr = W + q * G;
+            for (int64_t g = 0; g < G; ++g) row[g] += xv * wr[g];
+        }
     }
 }
+
+// gW (D x G) += x_t^T da and gb (G) += the column sums of da (B x G, row stride lda); gb may be null.
+template <typename T>
+void input_grad(const Dims& d, const T* xt, const T* da, int64_t G, int64_t lda, T* gW, T* gb) {
+    const int64_t Dx = d.T * d.D;
+    for (int64_t r = 0; r < d.B; ++r) {
+        const T* xb = xt + r * Dx;
+        const T* dr = da + r * lda;
+        for (int64_t q = 0; q < d.D; ++q) {
+            const T xv = xb[q];
+            T* row = gW + q * G;
+            for (int64_t i = 0; i < G; ++i) row[i] += xv * dr[i];
+        }
+        if (gb)
+            for (int64_t i = 0; i < G; ++i) gb[i] += dr[i];
+    }
+}
+
+// out (B x C) = h_T W_out + b_out
+template <typename T>
+void readout(const Dims& d, const T* w, const T* hT, T* out) {
+    for (int64_t r = 0; r < d.B; ++r)
+        for (int64_t j = 0; j < d.C; ++j) out[r * d.C + j] = d.bias ? w[d.obo + j] : T(0);
+    mm_acc(d.B, d.C, d.H, hT, d.H, w + d.oWo, d.C, out, d.C);
+}
+
+// g[W_out] += h_T^T dout, g[b_out] += column sums of dout; dh (B x H) = dout W_out^T (WoT: C x H scratch)
+template <typename T>
+void readout_backward(const Dims& d, const T* w, const T* hT, const T* dout, T* g, T* WoT, T* dh) {
+    const int64_t B = d.B, H = d.H, C = d.C;
+    mm_tn_acc(H, C, B, hT, H, dout, C, g + d.oWo, C);
+    if (d.bias)
+        for (int64_t r = 0; r < B; ++r)
+            for (int64_t j = 0; j < C; ++j) g[d.obo + j] += dout[r * C + j];
+    transpose(H, C, w + d.oWo, WoT);
+    std::memset(dh, 0, sizeof(T) * B * H);
+    mm_acc(B, H, C, dout, C, WoT, H, dh, H);
+}
+
+// ---- Elman RNN ---------------------------------------------------------------------------------
+
+// h' = tanh(x Wx + h Wh + b);  out = h_T W_out + b_out. keep: hs (T+1, B, H) of this member is kept
+// for the backward; otherwise h ping-pongs between slots 0 and 1.
+template <typename T>
+void rnn_forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, bool keep) {
+    const int64_t B = d.B, H = d.H;
+    const T* bb = d.bias ? w + d.ob : nullptr;
+    std::memset(hs, 0, sizeof(T) * B * H);
+    for (int64_t t = 0; t < d.T; ++t) {
+        const T* h = hs + (keep ? t : (t & 1)) * B * H;
+        T* hn = hs + (keep ? t + 1 : ((t + 1) & 1)) * B * H;
+        project_input(d, x + t * d.D, w + d.oWx, bb, H, hn, H);
+        if (t > 0) mm_acc(B, H, H, h, H, w + d.oWh, H, hn, H);
+        tanh_inplace(hn, B * H);
+    }
+    readout(d, w, hs + (keep ? d.T : (d.T & 1)) * B * H, out);
+}
+
+template <typename T>
+void rnn_forward(const T* flat, const T* x, T* out, T* hs, const int64_t* dims) {
+    const Dims d(dims);
+    const bool keep = hs != nullptr;
+    const int64_t B = d.B, H = d.H;
+    over_members<T>(d, keep ? 0 : 2 * B * H, [&](int64_t k, T* s) {
+        rnn_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C,
+                           keep ? hs + k * (d.T + 1) * B * H : s, keep);
+    });
+}
+
+// Backward through time: a_t = dE/d(pre-activation) = dh_{t+1} (1 - h_{t+1}^2), dh_t = a_t Wh^T;
+// gWh += h_t^T a_t (t > 0: h_0 = 0), gWx += x_t^T a_t, gb += sum_rows a_t.
+template <typename T>
+void rnn_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, T* g, T* work) {
+    const int64_t B = d.B, H = d.H;
+    std::memset(g, 0, sizeof(T) * d.P);
+    T* dh = work;
+    T* dhn = dh + B * H;
+    T* da = dhn + B * H;
+    T* WhT = da + B * H;  // H x H
+    T* WoT = WhT + H * H;  // C x H
+    readout_backward(d, w, hs + d.T * B * H, dout, g, WoT, dh);
+    transpose(H, H, w + d.oWh, WhT);
+    for (int64_t t = d.T - 1; t >= 0; --t) {
+        const T* hn = hs + (t + 1) * B * H;
+        for (int64_t j = 0; j < B * H; ++j) da[j] = dh[j] * (T(1) - hn[j] * hn[j]);
+        if (t > 0) {
+            mm_tn_acc(H, H, B, hs + t * B * H, H, da, H, g + d.oWh, H);
+            std::memset(dhn, 0, sizeof(T) * B * H);
+            mm_acc(B, H, H, da, H, WhT, H, dhn, H);
+        }
+        input_grad(d, x + t * d.D, da, H, H, g + d.oWx, d.bias ? g + d.ob : nullptr);
+        T* tmp = dh;
+        dh = dhn;
+        dhn = tmp;
+    }
+}
+
+template <typename T>
+void rnn_backward(const T* flat, const T* x, const T* dout, const T* hs, T* grad, const int64_t* dims) {
+    const Dims d(dims);
+    const int64_t B = d.B, H = d.H;
+    over_members<T>(d, 3 * B * H + H * H + d.C * H, [&](int64_t k, T* work) {
+        rnn_backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (d.T + 1) * B * H,
+                            grad + k * d.P, work);
+    });
+}
+
+// ---- LSTM --------------------------------------------------------------------------------------
+
+// a = x Wx + h Wh + b, gates [i, f, c~, o]: i = s(a_i), f = s(a_f), c~ = tanh(a_c), o = s(a_o);
+// c' = f c + i c~ (step 0: c' = i c~), h' = o tanh(c');  out = h_T W_out + b_out.
+// keep: hs (T+1, B, H), gates (T, B, 4H) after their activations, cs (T+1, B, H) and tanh(c')
+// tc (T, B, H) of this member are kept for the backward; otherwise h and c ping-pong between slots
+// 0 and 1 and every step reuses slot 0 of gates and tc.
+template <typename T>
+void lstm_forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* gates, T* cs, T* tcs,
+                         bool keep) {
+    const int64_t B = d.B, H = d.H, G = 4 * H;
+    const T* bb = d.bias ? w + d.ob : nullptr;
+    std::memset(hs, 0, sizeof(T) * B * H);
+    std::memset(cs, 0, sizeof(T) * B * H);
+    for (int64_t t = 0; t < d.T; ++t) {
+        const int64_t now = keep ? t : (t & 1), next = keep ? t + 1 : ((t + 1) & 1);
+        const T* h = hs + now * B * H;
+        const T* c = cs + now * B * H;
+        T* hn = hs + next * B * H;
+        T* cn = cs + next * B * H;
+        T* a = gates + (keep ? t : 0) * B * G;
+        T* tc = tcs + (keep ? t : 0) * B * H;
+        project_input(d, x + t * d.D, w + d.oWx, bb, G, a, G);
+        if (t > 0) mm_acc(B, G, H, h, H, w + d.oWh, G, a, G);
+        for (int64_t r = 0; r < B; ++r) {
+            T* row = a + r * G;
+            sigmoid_inplace(row, 2 * H);
+            tanh_inplace(row + 2 * H, H);
+            sigmoid_inplace(row + 3 * H, H);
+        }
+        for (int64_t r = 0; r < B; ++r) {
+            const T* row = a + r * G;
+            for (int64_t i = 0; i < H; ++i) {
+                const int64_t j = r * H + i;
+                const T ig = row[i] * row[2 * H + i];
+                cn[j] = t > 0 ? row[H + i] * c[j] + ig : ig;
+                tc[j] = cn[j];
+            }
+        }
+        tanh_inplace(tc, B * H);
+        for (int64_t r = 0; r < B; ++r)
+            for (int64_t i = 0; i < H; ++i) hn[r * H + i] = a[r * G + 3 * H + i] * tc[r * H + i];
+    }
+    readout(d, w, hs + (keep ? d.T : (d.T & 1)) * B * H, out);
+}
+
+template <typename T>
+void lstm_forward(const T* flat, const T* x, T* out, T* hs, T* gates, T* cs, T* tcs, const int64_t* dims) {
+    const Dims d(dims);
+    const bool keep = hs != nullptr;
+    const int64_t B = d.B, H = d.H, T1B = (d.T + 1) * d.B, TB = d.T * d.B;
+    over_members<T>(d, keep ? 0 : 9 * B * H, [&](int64_t k, T* s) {
+        if (keep)
+            lstm_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C, hs + k * T1B * H,
+                                gates + k * TB * 4 * H, cs + k * T1B * H, tcs + k * TB * H, true);
+        else
+            lstm_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C, s, s + 2 * B * H,
+                                s + 6 * B * H, s + 8 * B * H, false);
+    });
+}
+
+// Backward through time, with dc the gradient carried along the cell state:
+//   dc += dh o (1 - tanh(c')^2);  da_i = dc c~ i (1 - i), da_f = dc c f (1 - f),
+//   da_c = dc i (1 - c~^2), da_o = dh tanh(c') o (1 - o);  dc <- dc f, dh <- da Wh^T;
+//   gWh += h_t^T da (t > 0: h_0 = 0), gWx += x_t^T da, gb += sum_rows da.
+template <typename T>
+void lstm_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* gates,
+                          const T* cs, const T* tcs, T* g, T* work) {
+    const int64_t B = d.B, H = d.H, G = 4 * H;
+    std::memset(g, 0, sizeof(T) * d.P);
+    T* dh = work;
+    T* dhn = dh + B * H;
+    T* dc = dhn + B * H;
+    T* da = dc + B * H;  // B x 4H
+    T* WhT = da + B * G;  // 4H x H
+    T* WoT = WhT + G * H;  // C x H
+    readout_backward(d, w, hs + d.T * B * H, dout, g, WoT, dh);
+    transpose(H, G, w + d.oWh, WhT);
+    std::memset(dc, 0, sizeof(T) * B * H);
+    for (int64_t t = d.T - 1; t >= 0; --t) {
+        const T* a = gates + t * B * G;
+        const T* c = cs + t * B * H;
+        const T* tc = tcs + t * B * H;
+        for (int64_t r = 0; r < B; ++r) {
+            const T* row = a + r * G;
+            T* drow = da + r * G;
+            for (int64_t i = 0; i < H; ++i) {
+                const int64_t j = r * H + i;
+                const T ig = row[i], fg = row[H + i], cg = row[2 * H + i], og = row[3 * H + i], tv = tc[j];
+                const T dcv = dc[j] + dh[j] * og * (T(1) - tv * tv);
+                drow[i] = dcv * cg * (ig * (T(1) - ig));
+                drow[H + i] = dcv * c[j] * (fg * (T(1) - fg));
+                drow[2 * H + i] = dcv * ig * (T(1) - cg * cg);
+                drow[3 * H + i] = dh[j] * tv * (og * (T(1) - og));
+                dc[j] = dcv * fg;
+            }
+        }
+        if (t > 0) {
+            mm_tn_acc(H, G, B, hs + t * B * H, H, da, G, g + d.oWh, G);
+            std::memset(dhn, 0, sizeof(T) * B * H);
+            mm_acc(B, H, G, da, G, WhT, H, dhn, H);
+        }
+        input_grad(d, x + t * d.D, da, G, G, g + d.oWx, d.bias ? g + d.ob : nullptr);
+        T* tmp = dh;
+        dh = dhn;
+        dhn = tmp;
+    }
+}
+
+template <typename T>
+void lstm_backward(const T* flat, const T* x, const T* dout, const T* hs, const T* gates, const T* cs,
+                   const T* tcs, T* grad, const int64_t* dims) {
+    const Dims d(dims);
+    const int64_t B = d.B, H = d.H, T1B = (d.T + 1) * d.B, TB = d.T * d.B;
+    over_members<T>(d, 7 * B * H + 4 * H * H + d.C * H, [&](int64_t k, T* work) {
+        lstm_backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * T1B * H,
+                             gates + k * TB * 4 * H, cs + k * T1B * H, tcs + k * TB * H, grad + k * d.P, work);
+    });
+}
+
+// ---- diagonal RNN --------------------------------------------------------------------------------
+
+// h' = tanh(w * h + x U) (w: the diagonal of the recurrence), out = (h_T[:m] W_out[:m] + h_T[m:] W_out[m:])
+// / sqrt(H) with m = H / 2: the two halves are summed apart, so the symmetric initialisation (second
+// half = first half with the readout negated) gives an exact 0, as trainer/cells.py. No biases.
+// keep: hs (T+1, B, H) is kept; otherwise h ping-pongs between slots 0 and 1. tmp: B x C scratch.
+template <typename T>
+void diag_forward_member(const Dims& d, const T* w, const T* x, T* out, T* hs, T* tmp, bool keep) {
+    const int64_t B = d.B, H = d.H, C = d.C, m = H / 2;
+    const T* wd = w + d.oWh;
+    std::memset(hs, 0, sizeof(T) * B * H);
+    for (int64_t t = 0; t < d.T; ++t) {
+        const T* h = hs + (keep ? t : (t & 1)) * B * H;
+        T* hn = hs + (keep ? t + 1 : ((t + 1) & 1)) * B * H;
+        project_input(d, x + t * d.D, w + d.oWx, static_cast<const T*>(nullptr), H, hn, H);
+        if (t > 0)
+            for (int64_t r = 0; r < B; ++r)
+                for (int64_t i = 0; i < H; ++i) hn[r * H + i] += wd[i] * h[r * H + i];
+        tanh_inplace(hn, B * H);
+    }
+    const T* hT = hs + (keep ? d.T : (d.T & 1)) * B * H;
+    const T* Wo = w + d.oWo;
+    std::memset(out, 0, sizeof(T) * B * C);
+    std::memset(tmp, 0, sizeof(T) * B * C);
+    mm_acc(B, C, m, hT, H, Wo, C, out, C);
+    mm_acc(B, C, H - m, hT + m, H, Wo + m * C, C, tmp, C);
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(H)));
+    for (int64_t j = 0; j < B * C; ++j) out[j] = (out[j] + tmp[j]) * scale;
+}
+
+template <typename T>
+void diag_forward(const T* flat, const T* x, T* out, T* hs, const int64_t* dims) {
+    const Dims d(dims);
+    const bool keep = hs != nullptr;
+    const int64_t B = d.B, H = d.H;
+    over_members<T>(d, (keep ? 0 : 2 * B * H) + B * d.C, [&](int64_t k, T* s) {
+        diag_forward_member(d, flat + k * d.P, x + k * d.xs, out + k * B * d.C,
+                            keep ? hs + k * (d.T + 1) * B * H : s + B * d.C, s, keep);
+    });
+}
+
+// Backward through time: dout' = dout / sqrt(H), gW_out = h_T^T dout', dh_T = dout' W_out^T;
+// a_t = dh_{t+1} (1 - h_{t+1}^2), dh_t = w * a_t; gw += sum_rows h_t * a_t, gU += x_t^T a_t.
+template <typename T>
+void diag_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, T* g, T* work) {
+    const int64_t B = d.B, H = d.H, C = d.C;
+    std::memset(g, 0, sizeof(T) * d.P);
+    T* dh = work;
+    T* da = dh + B * H;
+    T* ds = da + B * H;  // B x C
+    T* WoT = ds + B * C;  // C x H
+    const T* wd = w + d.oWh;
+    T* gw = g + d.oWh;
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(H)));
+    for (int64_t j = 0; j < B * C; ++j) ds[j] = dout[j] * scale;
+    mm_tn_acc(H, C, B, hs + d.T * B * H, H, ds, C, g + d.oWo, C);
+    transpose(H, C, w + d.oWo, WoT);
+    std::memset(dh, 0, sizeof(T) * B * H);
+    mm_acc(B, H, C, ds, C, WoT, H, dh, H);
+    for (int64_t t = d.T - 1; t >= 0; --t) {
+        const T* h = hs + t * B * H;
+        const T* hn = h + B * H;
+        for (int64_t j = 0; j < B * H; ++j) da[j] = dh[j] * (T(1) - hn[j] * hn[j]);
+        if (t > 0)
+            for (int64_t r = 0; r < B; ++r)
+                for (int64_t i = 0; i < H; ++i) {
+                    gw[i] += h[r * H + i] * da[r * H + i];
+                    dh[r * H + i] = wd[i] * da[r * H + i];
+                }
+        input_grad(d, x + t * d.D, da, H, H, g + d.oWx, static_cast<T*>(nullptr));
+    }
+}
+
+template <typename T>
+void diag_backward(const T* flat, const T* x, const T* dout, const T* hs, T* grad, const int64_t* dims) {
+    const Dims d(dims);
+    const int64_t B = d.B, H = d.H;
+    over_members<T>(d, 2 * B * H + B * d.C + d.C * H, [&](int64_t k, T* work) {
+        diag_backward_member(d, flat + k * d.P, x + k * d.xs, dout + k * B * d.C, hs + k * (d.T + 1) * B * H,
+                             grad + k * d.P, work);
+    });
+}
+
+// ---- the step's tail (every family) ------------------------------------------------------------
 
 // One plain-SGD update of the whole pack with its trace row (trainer/step.py's FastStep.step for
 // optimizer sgd, fused): per member, in one pass over its row, ||g||, ||g_out||, ||w||, the sparsity
@@ -527,19 +868,66 @@ extern "C" {
 // hs == nullptr: forward only (nothing kept).
 void gru_forward_f32(const float* flat, const float* x, float* out, float* hs, float* zr, float* rh, float* cc,
                      const int64_t* dims) {
-    forward(flat, x, out, hs, zr, rh, cc, dims);
+    gru_forward(flat, x, out, hs, zr, rh, cc, dims);
 }
 void gru_forward_f64(const double* flat, const double* x, double* out, double* hs, double* zr, double* rh,
                      double* cc, const int64_t* dims) {
-    forward(flat, x, out, hs, zr, rh, cc, dims);
+    gru_forward(flat, x, out, hs, zr, rh, cc, dims);
 }
 void gru_backward_f32(const float* flat, const float* x, const float* dout, const float* hs, const float* zr,
                       const float* rh, const float* cc, float* grad, const int64_t* dims) {
-    backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+    gru_backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
 }
 void gru_backward_f64(const double* flat, const double* x, const double* dout, const double* hs,
                       const double* zr, const double* rh, const double* cc, double* grad, const int64_t* dims) {
-    backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+    gru_backward(flat, x, dout, hs, zr, rh, cc, grad, dims);
+}
+// rnn / diag_rnn: hs (T+1, B, H) per member, or null: forward only. lstm: hs (T+1, B, H), gates
+// (T, B, 4H), cs (T+1, B, H), tc (T, B, H) per member, or all null. dims as the GRU's (oWh: Wh, or w
+// of diag_rnn; oWh2 unused).
+void rnn_forward_f32(const float* flat, const float* x, float* out, float* hs, const int64_t* dims) {
+    rnn_forward(flat, x, out, hs, dims);
+}
+void rnn_forward_f64(const double* flat, const double* x, double* out, double* hs, const int64_t* dims) {
+    rnn_forward(flat, x, out, hs, dims);
+}
+void rnn_backward_f32(const float* flat, const float* x, const float* dout, const float* hs, float* grad,
+                      const int64_t* dims) {
+    rnn_backward(flat, x, dout, hs, grad, dims);
+}
+void rnn_backward_f64(const double* flat, const double* x, const double* dout, const double* hs, double* grad,
+                      const int64_t* dims) {
+    rnn_backward(flat, x, dout, hs, grad, dims);
+}
+void diag_rnn_forward_f32(const float* flat, const float* x, float* out, float* hs, const int64_t* dims) {
+    diag_forward(flat, x, out, hs, dims);
+}
+void diag_rnn_forward_f64(const double* flat, const double* x, double* out, double* hs, const int64_t* dims) {
+    diag_forward(flat, x, out, hs, dims);
+}
+void diag_rnn_backward_f32(const float* flat, const float* x, const float* dout, const float* hs, float* grad,
+                           const int64_t* dims) {
+    diag_backward(flat, x, dout, hs, grad, dims);
+}
+void diag_rnn_backward_f64(const double* flat, const double* x, const double* dout, const double* hs,
+                           double* grad, const int64_t* dims) {
+    diag_backward(flat, x, dout, hs, grad, dims);
+}
+void lstm_forward_f32(const float* flat, const float* x, float* out, float* hs, float* gates, float* cs,
+                      float* tc, const int64_t* dims) {
+    lstm_forward(flat, x, out, hs, gates, cs, tc, dims);
+}
+void lstm_forward_f64(const double* flat, const double* x, double* out, double* hs, double* gates, double* cs,
+                      double* tc, const int64_t* dims) {
+    lstm_forward(flat, x, out, hs, gates, cs, tc, dims);
+}
+void lstm_backward_f32(const float* flat, const float* x, const float* dout, const float* hs, const float* gates,
+                       const float* cs, const float* tc, float* grad, const int64_t* dims) {
+    lstm_backward(flat, x, dout, hs, gates, cs, tc, grad, dims);
+}
+void lstm_backward_f64(const double* flat, const double* x, const double* dout, const double* hs,
+                       const double* gates, const double* cs, const double* tc, double* grad, const int64_t* dims) {
+    lstm_backward(flat, x, dout, hs, gates, cs, tc, grad, dims);
 }
 // dims: K, P, first and end column of W_out, threads. Bool tensors are bytes.
 void sgd_step_f32(float* flat, const float* grad, const float* loss, const float* dloss, const float* pen,
