@@ -7,6 +7,16 @@ import uuid
 
 import pytest
 
+# Without CUDA the Triton kernels (tests/test_triton_pack.py) run in Triton's interpreter. Triton
+# reads the variable when it is first imported (its own language functions) and when a kernel is
+# defined, and other tests import it early (through torch), so it is set here, before any of them;
+# a test of what a user without a GPU sees removes it for itself.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 PG_ADMIN_URL = os.environ.get("RNNHPO_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -1,5 +1,5 @@
 """The fused CPU kernels of the Elman RNN, the LSTM and the diagonal RNN (trainer/csrc/pack_kernels.cpp
-through trainer/native_gru.py's NativePack) and the fast engine's ``native`` backend on them: forward
+through trainer/native_pack.py's NativePack) and the fast engine's ``native`` backend on them: forward
 and gradient against autograd through trainer/cells.py, gradcheck, pack = solo and 1 thread = 2
 threads bit for bit, the eager engine (every regularizer, both scopes, SGD and Adam, the LSTM's
 Tikhonov term, the diagonal RNN's trained or fixed readout, regression), divergence. The GRU's are
@@ -14,7 +14,7 @@ from trainer import cells
 from trainer.config import MemberConfig, PackConfig
 from trainer.models import make_family
 from trainer.native_build import load_library
-from trainer.native_gru import NativePack
+from trainer.native_pack import NativePack
 from trainer.step import resolve_backend, resolve_engine, train_pack_fast
 from trainer.train import train_pack
 

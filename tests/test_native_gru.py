@@ -1,4 +1,4 @@
-"""The fused CPU kernels of the GRU (trainer/csrc/gru_pack.cpp through trainer/native_gru.py) and the
+"""The fused CPU kernels of the GRU (trainer/csrc/gru_pack.cpp through trainer/native_pack.py) and the
 fast engine's ``native`` backend: forward and gradient against autograd through trainer/cells.py,
 gradcheck, the eager engine (every regularizer, optimizer, loss and reduction), solo runs,
 divergence. Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
@@ -12,7 +12,7 @@ from trainer import cells
 from trainer.config import MemberConfig, PackConfig
 from trainer.models import make_family
 from trainer.native_build import load_library
-from trainer.native_gru import NativeGRU
+from trainer.native_pack import NativePack
 from trainer.step import resolve_backend, resolve_engine, train_pack_fast
 from trainer.train import train_pack
 
@@ -40,7 +40,7 @@ def test_kernels_match_autograd_through_cells(bias, D, dtype, tol):
     flat = fam.init([4, 5, 6], 0.5, dtype, "cpu")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(K, B, T, D, generator=gen, dtype=dtype)
-    net = NativeGRU(fam, K, 9, T, dtype, CPU)
+    net = NativePack(fam, K, 9, T, dtype, CPU)
     out = net.forward_train(flat, x)
     leaf = flat.clone().requires_grad_(True)
     ref = cells.forward(fam, fam.layout.views(leaf), x)
@@ -56,7 +56,7 @@ def test_kernels_gradcheck():
     fam = make_family("gru", 2, 4, 3)
     K, B, T = 2, 5, 3
     x = torch.randn(K, B, T, 2, dtype=torch.float64)
-    net = NativeGRU(fam, K, B, T, torch.float64, CPU)
+    net = NativePack(fam, K, B, T, torch.float64, CPU)
 
     class Native(torch.autograd.Function):
         @staticmethod
@@ -82,7 +82,7 @@ def test_cross_entropy_kernel_matches_autograd(reduction, dtype, tol):
     gen = torch.Generator().manual_seed(1)
     out = (5 * torch.randn(K, n, C, generator=gen, dtype=dtype))
     y = torch.randint(0, C, (K, n), generator=gen)
-    net = NativeGRU(make_family("gru", 1, 4, C), K, n, 2, dtype, CPU)
+    net = NativePack(make_family("gru", 1, 4, C), K, n, 2, dtype, CPU)
     scale = 1.0 if reduction == "sum" else 1.0 / n
     value, dout = net.cross_entropy(out, y, scale)
     leaf = out.clone().requires_grad_(True)
@@ -115,7 +115,7 @@ def test_penalty_kernel_matches_the_regularizers(dtype, tol):
     for sl, part in parts:
         ref_grad[:, sl] += part
     grad = torch.zeros_like(flat)
-    net = NativeGRU(fam, K, 4, 2, dtype, CPU)
+    net = NativePack(fam, K, 4, 2, dtype, CPU)
     value = net.penalty(flat, grad, pen)
     assert torch.max(torch.abs(value - ref_value)) <= tol * 10
     assert torch.max(torch.abs(grad - ref_grad)) <= tol
@@ -133,9 +133,9 @@ def test_pack_member_equals_solo_member_bitwise():
     flat = fam.init([1, 2, 3, 4], 0.5, torch.float32, "cpu")
     x = torch.randn(4, 6, 4, 1)
     dout = torch.randn(4, 6, 3)
-    pack = NativeGRU(fam, 4, 6, 4, torch.float32, CPU)
+    pack = NativePack(fam, 4, 6, 4, torch.float32, CPU)
     out, grad = pack.forward_train(flat, x), pack.backward(dout)
-    solo = NativeGRU(fam, 1, 6, 4, torch.float32, CPU)
+    solo = NativePack(fam, 1, 6, 4, torch.float32, CPU)
     for k in range(4):
         assert torch.equal(solo.forward_train(flat[k:k + 1].contiguous(), x[k:k + 1]), out[k:k + 1])
         assert torch.equal(solo.backward(dout[k:k + 1]), grad[k:k + 1])
@@ -202,7 +202,7 @@ def test_backend_comes_from_the_config(monkeypatch):
 def test_shapes_are_checked_before_the_kernels_run():
     fam = make_family("gru", 1, 4, 3)
     flat = fam.init([1, 2], 0.5, torch.float32, "cpu")
-    net = NativeGRU(fam, 2, 5, 4, torch.float32, CPU)
+    net = NativePack(fam, 2, 5, 4, torch.float32, CPU)
     with pytest.raises(ValueError, match="rows per member"):
         net.forward_train(flat, torch.zeros(2, 6, 4, 1))  # more rows than the buffers hold
     with pytest.raises(ValueError, match="x: expected"):
@@ -221,7 +221,7 @@ def test_nan_and_inf_as_in_the_reference(dtype):
     flat[0, fam.layout.slice("Wh_zr")] = float("nan")
     flat[1, fam.layout.slice("Wx")] = float("inf")
     x = torch.randn(3, 5, 4, 1, dtype=dtype)
-    net = NativeGRU(fam, 3, 5, 4, dtype, CPU)
+    net = NativePack(fam, 3, 5, 4, dtype, CPU)
     out = net.forward_train(flat, x)
     assert torch.isnan(out[0]).all() and torch.isfinite(out[1:]).all()
     torch.testing.assert_close(out, cells.forward(fam, fam.layout.views(flat), x), equal_nan=True)

@@ -1,6 +1,6 @@
 """The Triton kernels of the four families (trainer/triton_*_kernels.py through trainer/triton_pack.py)
 and the fast engine's ``triton`` backend. Without a GPU they run in Triton's interpreter (TRITON_INTERPRET=1, set
-for this module by a fixture before the kernel modules are first imported), which executes the
+by tests/conftest.py before anything imports triton), which executes the
 same kernel source with numpy: forward and gradient against autograd through trainer/cells.py,
 finite differences, the eager engine, solo runs, divergence. On a machine with CUDA the same tests run the
 compiled kernels and the captured step. Skipped where triton is not installed."""
@@ -24,19 +24,6 @@ from pack_compare import max_result_diff as _max_diff  # noqa: E402
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def interpreter():
-    """Without CUDA, Triton's interpreter for this module's tests: the kernel modules are imported on
-    first use (by TritonPack), inside this fixture, so their kernels are the interpreted ones; the
-    variable is gone again for the other modules (where triton on CPU is refused, as for a user)."""
-    if torch.cuda.is_available():
-        yield
-        return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_INTERPRET", "1")
-        yield
 
 
 def _members():
@@ -117,7 +104,7 @@ def test_fused_sgd_matches_the_native_kernel(dtype):
     the same contract): an inactive member, one whose gradient overflows, one whose loss is NaN,
     weights exactly 0 and at the sparsity threshold."""
     from trainer.native_build import load_library
-    from trainer.native_gru import NativeGRU
+    from trainer.native_pack import NativePack
 
     if load_library()[0] is None:
         pytest.skip(f"native kernels unavailable: {load_library()[1]}")
@@ -136,7 +123,7 @@ def test_fused_sgd_matches_the_native_kernel(dtype):
     share = torch.rand(P, generator=gen, dtype=dtype)
     out_cols = slice(P - 21, P - 3)
     results = []
-    for kern in (TritonPack(fam, K, 4, 2, dtype, DEV), NativeGRU(fam, K, 4, 2, dtype, torch.device("cpu"))):
+    for kern in (TritonPack(fam, K, 4, 2, dtype, DEV), NativePack(fam, K, 4, 2, dtype, torch.device("cpu"))):
         dev = DEV if isinstance(kern, TritonPack) else torch.device("cpu")
         state = (torch.tensor([True, False, True, True, True], device=dev),
                  torch.zeros(K, dtype=torch.bool, device=dev), torch.full((K,), -1, dtype=torch.int64, device=dev),

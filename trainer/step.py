@@ -36,7 +36,7 @@ import torch
 from trainer.cells import forward as cell_forward
 from trainer.config import PackConfig
 from trainer.data_order import DataOrder
-from trainer.native_gru import NativeGRU, native_unsupported
+from trainer.native_pack import NativePack, native_unsupported
 from trainer.triton_pack import TritonPack, triton_unsupported
 from trainer.result import PackResult
 from trainer.tasks import Task
@@ -56,10 +56,11 @@ def fast_unsupported(config: PackConfig) -> Optional[str]:
 
 def resolve_engine(config: PackConfig, device: torch.device) -> str:
     """``eager`` or ``fast`` for ``config`` on ``device``. auto: fast with a non-default precision,
-    or where its step runs on the native CPU kernels (GRU, a C++ compiler at hand); otherwise eager:
-    on CPU the compiled step costs minutes of compilation per pack shape, and on CUDA the
-    ``cuda_graph`` path has not yet run on a GPU, so it stays opt-in (``engine: fast``) until it
-    has been measured there. A combination the fast engine does not cover goes to eager."""
+    or where its step runs on the native CPU kernels (every family, a C++ compiler at hand);
+    otherwise eager: on CPU the compiled step costs minutes of compilation per pack shape, and on
+    CUDA the fast engine (triton, cuda_graph) has not yet run on a GPU, so it stays opt-in
+    (``engine: fast``) until it has been measured there. A combination the fast engine does not
+    cover goes to eager."""
     if config.engine == "eager":
         return "eager"
     if fast_unsupported(config) is not None:
@@ -74,7 +75,7 @@ def resolve_engine(config: PackConfig, device: torch.device) -> str:
 def resolve_backend(config: PackConfig, device: torch.device) -> str:
     """The backend of ``config.fast_backend`` on ``device``; auto: on CUDA triton where its kernels
     apply (float32 or tf32, triton installed), else cuda_graph; on CPU native where its kernels
-    apply (gru, exact precision, a C++ compiler), else compile."""
+    apply (exact precision, a C++ compiler), else compile."""
     if config.fast_backend != "auto":
         return config.fast_backend
     if device.type == "cuda":
@@ -148,7 +149,7 @@ class FastStep:
     bool, ``div_step`` (K,) int64, ``step_no`` () int64, Adam moments ``m``/``v``.
     """
 
-    def __init__(self, st, B: int, kernels: "NativeGRU | TritonPack | None" = None):
+    def __init__(self, st, B: int, kernels: "NativePack | TritonPack | None" = None):
         from trainer.train import data_loss  # the reference loss of the eager loop
 
         self.st, self.B, self.kernels = st, B, kernels
@@ -314,7 +315,7 @@ class FastStep:
 
 class StepRunner:
     """Runs :class:`FastStep` with one backend: ``eager``, ``compile``, ``cuda_graph``, ``native``
-    (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_gru`) or
+    (the function as it is, its gradient from the fused kernels of :mod:`trainer.native_pack`) or
     ``triton`` (its gradient from the kernels of :mod:`trainer.triton_pack`; on CUDA the whole step,
     kernels and PyTorch tail, captured as one CUDA graph without compiling)."""
 
@@ -432,7 +433,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
     T = st.x_train.shape[1]
     kernels = None
     if backend == "native":
-        kernels = NativeGRU(st.family, K, B, T, st.dtype, dev)
+        kernels = NativePack(st.family, K, B, T, st.dtype, dev)
     elif backend == "triton":
         kernels = TritonPack(st.family, K, B, T, st.dtype, dev, config.precision)
     fs = FastStep(st, B, kernels)

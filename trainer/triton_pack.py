@@ -1,5 +1,5 @@
 """The recurrent families of a whole pack as fused Triton kernels: the CUDA counterpart of
-:mod:`trainer.native_gru`.
+:mod:`trainer.native_pack`.
 
 For every family (the paper's GRU, eq. 2-5, in ``trainer/triton_gru_kernels.py``; the Elman and the
 diagonal RNN in ``trainer/triton_elman_kernels.py``; the LSTM in ``trainer/triton_lstm_kernels.py``)
@@ -71,7 +71,7 @@ def _pow2(n: int, least: int = 16) -> int:
 class TritonPack:
     """Fused forward / backward of a pack of ``K`` members of one family with at most ``B`` rows per step.
 
-    The interface of :class:`trainer.native_gru.NativeGRU` minus its fused loss and penalty kernels
+    The interface of :class:`trainer.native_pack.NativePack` minus its fused loss and penalty kernels
     (the step's PyTorch tail does those; on CUDA the whole step is captured as one CUDA graph). Every
     buffer is allocated here, so a step allocates nothing but its outputs and can be captured.
     """
@@ -158,7 +158,7 @@ class TritonPack:
                  eps: float) -> Tensor:
         """Plain SGD on ``flat`` in place with divergence masking and the trace row (9, K), fused: what
         :meth:`trainer.step.FastStep.step` does for ``optimizer: sgd`` (the same contract as
-        :meth:`trainer.native_gru.NativeGRU.sgd_step`). ``terms``: E, E_data, penalty (K,); ``state``:
+        :meth:`trainer.native_pack.NativePack.sgd_step`). ``terms``: E, E_data, penalty (K,); ``state``:
         active, diverged (bool), div_step (int64), step_no (int64 scalar), updated in place."""
         from trainer import triton_sgd_kernel
 

@@ -7,7 +7,7 @@ runs the kernels of its family on the flat ``(K, P)`` parameter buffer, members 
 backward through time needs, :meth:`backward` turns dE/d out into the whole ``(K, P)`` gradient,
 :meth:`forward` evaluates without keeping anything. Numbers match the eager engine and autograd
 through :mod:`trainer.cells` (tests/test_native_gru.py, tests/test_native_families.py); each
-member's result depends on its own row only. ``NativeGRU`` is the same class under its first name.
+member's result depends on its own row only.
 """
 
 from __future__ import annotations
@@ -174,7 +174,3 @@ class NativePack:
         alpha = penalty.alpha.contiguous()
         self._pen(_ptr(flat), _ptr(grad), _ptr(pen), *(_ptr(c) for c in coefs), _ptr(alpha), dims)
         return pen
-
-
-#: the first name of :class:`NativePack`, from when it ran the GRU only
-NativeGRU = NativePack
