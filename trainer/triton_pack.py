@@ -33,6 +33,18 @@ from trainer.models import Family
 Tensor = torch.Tensor
 
 
+#: per family: the kernels' module, the activations the backward needs (name, steps beyond T, width in
+#: units of H) and the parameters whose offsets the kernels take, in order
+FAMILIES = {
+    "gru": ("trainer.triton_gru_kernels", (("hs", 1, 1), ("zr", 0, 2), ("rh", 0, 1), ("cc", 0, 1)),
+            ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")),
+    "rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("Wx", "Wh", "b", "W_out", "b_out")),
+    "diag_rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("U", "w", "W_out")),
+    "lstm": ("trainer.triton_lstm_kernels", (("hs", 1, 1), ("gates", 0, 4), ("cs", 1, 1)),
+             ("Wx", "Wh", "b", "W_out", "b_out")),
+}
+
+
 def triton_unsupported(family: Family, dtype: torch.dtype, device: torch.device) -> Optional[str]:
     """Why the Triton kernels cannot run this pack (None when they can)."""
     if family.name not in FAMILIES:
@@ -46,18 +58,6 @@ def triton_unsupported(family: Family, dtype: torch.dtype, device: torch.device)
     except ImportError:
         return "triton is not installed"
     return None
-
-
-#: per family: the kernels' module, the activations the backward needs (name, steps beyond T, width in
-#: units of H) and the parameters whose offsets the kernels take, in order
-FAMILIES = {
-    "gru": ("trainer.triton_gru_kernels", (("hs", 1, 1), ("zr", 0, 2), ("rh", 0, 1), ("cc", 0, 1)),
-            ("Wx", "Wh_zr", "Wh_h", "b", "W_out", "b_out")),
-    "rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("Wx", "Wh", "b", "W_out", "b_out")),
-    "diag_rnn": ("trainer.triton_elman_kernels", (("hs", 1, 1),), ("U", "w", "W_out")),
-    "lstm": ("trainer.triton_lstm_kernels", (("hs", 1, 1), ("gates", 0, 4), ("cs", 1, 1)),
-             ("Wx", "Wh", "b", "W_out", "b_out")),
-}
 
 
 def _pow2(n: int, least: int = 16) -> int:
