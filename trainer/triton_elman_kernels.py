@@ -11,7 +11,7 @@ these families save only h_t, the rest are placeholders).
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, tanh, xgrad, xproj
+from trainer.triton_ops import block, block_t, mm, readout_grad, slot, step_x, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -25,22 +25,22 @@ def rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
     rm, dm, jm, cm = rows < n, d < D, j < H, c < C
     w = flat + k * P
-    Wx = tl.load(w + o_wx + d[:, None] * H + j[None, :], mask=dm[:, None] & jm[None, :], other=0.0)
-    Wh = tl.load(w + o_wh + j[:, None] * H + j[None, :], mask=jm[:, None] & jm[None, :], other=0.0)
-    Wo = tl.load(w + o_wo + j[:, None] * C + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0)
+    Wx = block(w + o_wx, d, j, H, dm, jm)
+    Wh = block(w + o_wh, j, j, H, jm, jm)
+    Wo = block(w + o_wo, j, c, C, jm, cm)
     h = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
     xk = x + k * x_stride
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
-        xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
+        xt = step_x(xk, rows, rm, t, T, D, d)
         a = xproj(xt, Wx, D, PREC, F64)
         if BIAS:
             a += tl.load(w + o_b + j, mask=jm, other=0.0)[None, :]
         if KEEP:
-            tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+            tl.store(slot(hs, k, t, T + 1, cap, rows, H, j), h, mask=mrj)
         h = tanh(a + mm(h, Wh, PREC, F64))
     if KEEP:
-        tl.store(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+        tl.store(slot(hs, k, T, T + 1, cap, rows, H, j), h, mask=mrj)
     o = mm(h, Wo, PREC, F64)
     if BIAS:
         o += tl.load(w + o_bo + c, mask=cm, other=0.0)[None, :]
@@ -59,8 +59,8 @@ def rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
     d, j, c, b = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC), tl.arange(0, BB)
     dm, jm, cm = d < D, j < H, c < C
     w = flat + k * P
-    WhT = tl.load(w + o_wh + j[None, :] * H + j[:, None], mask=jm[:, None] & jm[None, :], other=0.0)
-    WoT = tl.load(w + o_wo + j[None, :] * C + c[:, None], mask=cm[:, None] & jm[None, :], other=0.0)
+    WhT = block_t(w + o_wh, j, j, H, jm, jm)
+    WoT = block_t(w + o_wo, c, j, C, cm, jm)
     dt = flat.dtype.element_ty
     gWx = tl.zeros((BD, BH), dtype=dt)
     gWh = tl.zeros((BH, BH), dtype=dt)
@@ -72,16 +72,14 @@ def rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
         rows = start + b
         rm = rows < n
         mrj = rm[:, None] & jm[None, :]
-        g = tl.load(dout + (k * n + rows[:, None]) * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-        hn = tl.load(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
+        g, hn = readout_grad(dout, hs, k, rows, n, T, cap, H, C, j, c)
         gWo += mm(tl.trans(hn), g, PREC, F64)
         gbo += tl.sum(g, axis=0)
         dh = mm(g, WoT, PREC, F64)
         for tt in range(T):
             t = T - 1 - tt
-            h = tl.load(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
-            xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
-                         other=0.0)
+            h = tl.load(slot(hs, k, t, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            xt = step_x(xk, rows, rm, t, T, D, d)
             da = dh * (1.0 - hn * hn)
             gWh += mm(tl.trans(h), da, PREC, F64)
             gWx += xgrad(xt, da, D, PREC, F64)
@@ -115,19 +113,19 @@ def diag_rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
     rm, dm, jm, cm = rows < n, d < D, j < H, c < C
     p = flat + k * P
-    U = tl.load(p + o_u + d[:, None] * H + j[None, :], mask=dm[:, None] & jm[None, :], other=0.0)
+    U = block(p + o_u, d, j, H, dm, jm)
     wd = tl.load(p + o_w + j, mask=jm, other=0.0)[None, :]
-    Wo = tl.load(p + o_wo + j[:, None] * C + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0)
+    Wo = block(p + o_wo, j, c, C, jm, cm)
     h = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
     xk = x + k * x_stride
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
-        xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
+        xt = step_x(xk, rows, rm, t, T, D, d)
         if KEEP:
-            tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+            tl.store(slot(hs, k, t, T + 1, cap, rows, H, j), h, mask=mrj)
         h = tanh(xproj(xt, U, D, PREC, F64) + wd * h)
     if KEEP:
-        tl.store(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+        tl.store(slot(hs, k, T, T + 1, cap, rows, H, j), h, mask=mrj)
     first = (j < H // 2)[None, :]
     o = mm(tl.where(first, h, 0.0), Wo, PREC, F64) + mm(tl.where(first, 0.0, h), Wo, PREC, F64)
     o = o * _readout_scale(H, flat.dtype.element_ty)[None, :]
@@ -147,7 +145,7 @@ def diag_rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
     dm, jm, cm = d < D, j < H, c < C
     p = flat + k * P
     wd = tl.load(p + o_w + j, mask=jm, other=0.0)[None, :]
-    WoT = tl.load(p + o_wo + j[None, :] * C + c[:, None], mask=cm[:, None] & jm[None, :], other=0.0)
+    WoT = block_t(p + o_wo, c, j, C, cm, jm)
     dt = flat.dtype.element_ty
     scale = _readout_scale(H, dt)[None, :]
     gU = tl.zeros((BD, BH), dtype=dt)
@@ -158,16 +156,14 @@ def diag_rnn_backward(flat, x, dout, hs, s1, s2, s3, grad, n, P, x_stride, cap,
         rows = start + b
         rm = rows < n
         mrj = rm[:, None] & jm[None, :]
-        g = tl.load(dout + (k * n + rows[:, None]) * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
+        g, hn = readout_grad(dout, hs, k, rows, n, T, cap, H, C, j, c)
         g = g * scale
-        hn = tl.load(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
         gWo += mm(tl.trans(hn), g, PREC, F64)
         dh = mm(g, WoT, PREC, F64)
         for tt in range(T):
             t = T - 1 - tt
-            h = tl.load(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
-            xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
-                         other=0.0)
+            h = tl.load(slot(hs, k, t, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            xt = step_x(xk, rows, rm, t, T, D, d)
             da = dh * (1.0 - hn * hn)
             gw += tl.sum(da * h, axis=0)
             gU += xgrad(xt, da, D, PREC, F64)

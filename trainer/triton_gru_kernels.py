@@ -9,7 +9,7 @@ b (3H), W_out (H, C), b_out (C). Saved per step: h_t (T + 1 slots), [z, r], r * 
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, sigmoid, tanh, xgrad, xproj
+from trainer.triton_ops import block, block_t, mm, readout_grad, sigmoid, slot, step_x, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -18,26 +18,25 @@ def gru_forward(flat, x, out, hs, zr, rh, cc, n, P, x_stride, cap,
                 T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
                 BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
                 BIAS: tl.constexpr, KEEP: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """z = s(x Wz + h Wzh + bz), r = s(x Wr + h Wrh + br), h~ = tanh(x Wh + (r h) Wh~ + bh),
+    h' = h + z (h~ - h) for all T steps of a block of rows; y = h_T W_out + b_out."""
     k = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BB + tl.arange(0, BB)
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
     rm, dm, jm, cm = rows < n, d < D, j < H, c < C
     w = flat + k * P
-    mdj = dm[:, None] & jm[None, :]
-    mjj = jm[:, None] & jm[None, :]
-    Wxz = tl.load(w + o_wx + d[:, None] * (3 * H) + j[None, :], mask=mdj, other=0.0)
-    Wxr = tl.load(w + o_wx + d[:, None] * (3 * H) + H + j[None, :], mask=mdj, other=0.0)
-    Wxh = tl.load(w + o_wx + d[:, None] * (3 * H) + 2 * H + j[None, :], mask=mdj, other=0.0)
-    Whz = tl.load(w + o_wzr + j[:, None] * (2 * H) + j[None, :], mask=mjj, other=0.0)
-    Whr = tl.load(w + o_wzr + j[:, None] * (2 * H) + H + j[None, :], mask=mjj, other=0.0)
-    Whh = tl.load(w + o_wh + j[:, None] * H + j[None, :], mask=mjj, other=0.0)
-    Wo = tl.load(w + o_wo + j[:, None] * C + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0)
+    Wxz = block(w + o_wx, d, j, 3 * H, dm, jm)
+    Wxr = block(w + o_wx + H, d, j, 3 * H, dm, jm)
+    Wxh = block(w + o_wx + 2 * H, d, j, 3 * H, dm, jm)
+    Whz = block(w + o_wzr, j, j, 2 * H, jm, jm)
+    Whr = block(w + o_wzr + H, j, j, 2 * H, jm, jm)
+    Whh = block(w + o_wh, j, j, H, jm, jm)
+    Wo = block(w + o_wo, j, c, C, jm, cm)
     h = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
     xk = x + k * x_stride
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
-        xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
-                     other=0.0)
+        xt = step_x(xk, rows, rm, t, T, D, d)
         az = xproj(xt, Wxz, D, PREC, F64)
         ar = xproj(xt, Wxr, D, PREC, F64)
         ah = xproj(xt, Wxh, D, PREC, F64)
@@ -50,15 +49,14 @@ def gru_forward(flat, x, out, hs, zr, rh, cc, n, P, x_stride, cap,
         q = r * h
         cand = tanh(ah + mm(q, Whh, PREC, F64))
         if KEEP:
-            at = (k * T + t) * cap + rows[:, None]
-            tl.store(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
-            tl.store(zr + at * (2 * H) + j[None, :], z, mask=mrj)
-            tl.store(zr + at * (2 * H) + H + j[None, :], r, mask=mrj)
-            tl.store(rh + at * H + j[None, :], q, mask=mrj)
-            tl.store(cc + at * H + j[None, :], cand, mask=mrj)
+            tl.store(slot(hs, k, t, T + 1, cap, rows, H, j), h, mask=mrj)
+            tl.store(slot(zr, k, t, T, cap, rows, 2 * H, j), z, mask=mrj)
+            tl.store(slot(zr, k, t, T, cap, rows, 2 * H, j) + H, r, mask=mrj)
+            tl.store(slot(rh, k, t, T, cap, rows, H, j), q, mask=mrj)
+            tl.store(slot(cc, k, t, T, cap, rows, H, j), cand, mask=mrj)
         h = h + z * (cand - h)
     if KEEP:
-        tl.store(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], h, mask=mrj)
+        tl.store(slot(hs, k, T, T + 1, cap, rows, H, j), h, mask=mrj)
     o = mm(h, Wo, PREC, F64)
     if BIAS:
         o += tl.load(w + o_bo + c, mask=cm, other=0.0)[None, :]
@@ -71,16 +69,17 @@ def gru_backward(flat, x, dout, hs, zr, rh, cc, grad, n, P, x_stride, cap,
                  T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
                  BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
                  BIAS: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """Through time, per step: dz = dh (h~ - h), da~ = dh z (1 - h~^2), dh_prev = dh (1 - z)
+    + (da~ Wh~^T) r + dza Wzh^T + dra Wrh^T with dza = dz z (1 - z), dra = (da~ Wh~^T) h r (1 - r);
+    dWh~ += (r h)^T da~, dWzh += h^T dza, dWrh += h^T dra, dWx += x^T [dza, dra, da~]."""
     k = tl.program_id(0).to(tl.int64)
     d, j, c, b = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC), tl.arange(0, BB)
     dm, jm, cm = d < D, j < H, c < C
     w = flat + k * P
-    mjj = jm[:, None] & jm[None, :]
-    # transposed recurrent weights: element [a, i] = W[i, a]
-    WhzT = tl.load(w + o_wzr + j[None, :] * (2 * H) + j[:, None], mask=mjj, other=0.0)
-    WhrT = tl.load(w + o_wzr + j[None, :] * (2 * H) + H + j[:, None], mask=mjj, other=0.0)
-    WhhT = tl.load(w + o_wh + j[None, :] * H + j[:, None], mask=mjj, other=0.0)
-    WoT = tl.load(w + o_wo + j[None, :] * C + c[:, None], mask=cm[:, None] & jm[None, :], other=0.0)
+    WhzT = block_t(w + o_wzr, j, j, 2 * H, jm, jm)
+    WhrT = block_t(w + o_wzr + H, j, j, 2 * H, jm, jm)
+    WhhT = block_t(w + o_wh, j, j, H, jm, jm)
+    WoT = block_t(w + o_wo, c, j, C, cm, jm)
     dt = flat.dtype.element_ty
     gWxz = tl.zeros((BD, BH), dtype=dt)
     gWxr = tl.zeros((BD, BH), dtype=dt)
@@ -98,21 +97,18 @@ def gru_backward(flat, x, dout, hs, zr, rh, cc, grad, n, P, x_stride, cap,
         rows = start + b
         rm = rows < n
         mrj = rm[:, None] & jm[None, :]
-        g = tl.load(dout + (k * n + rows[:, None]) * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-        hT = tl.load(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
-        gWo += mm(tl.trans(hT), g, PREC, F64)
+        g, h_last = readout_grad(dout, hs, k, rows, n, T, cap, H, C, j, c)
+        gWo += mm(tl.trans(h_last), g, PREC, F64)
         gbo += tl.sum(g, axis=0)
         dh = mm(g, WoT, PREC, F64)
         for tt in range(T):
             t = T - 1 - tt
-            at = (k * T + t) * cap + rows[:, None]
-            h = tl.load(hs + ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
-            z = tl.load(zr + at * (2 * H) + j[None, :], mask=mrj, other=0.0)
-            r = tl.load(zr + at * (2 * H) + H + j[None, :], mask=mrj, other=0.0)
-            q = tl.load(rh + at * H + j[None, :], mask=mrj, other=0.0)
-            cand = tl.load(cc + at * H + j[None, :], mask=mrj, other=0.0)
-            xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
-                         other=0.0)
+            h = tl.load(slot(hs, k, t, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            z = tl.load(slot(zr, k, t, T, cap, rows, 2 * H, j), mask=mrj, other=0.0)
+            r = tl.load(slot(zr, k, t, T, cap, rows, 2 * H, j) + H, mask=mrj, other=0.0)
+            q = tl.load(slot(rh, k, t, T, cap, rows, H, j), mask=mrj, other=0.0)
+            cand = tl.load(slot(cc, k, t, T, cap, rows, H, j), mask=mrj, other=0.0)
+            xt = step_x(xk, rows, rm, t, T, D, d)
             dz = dh * (cand - h)
             dac = dh * z * (1.0 - cand * cand)
             dhp = dh * (1.0 - z)
@@ -134,6 +130,7 @@ def gru_backward(flat, x, dout, hs, zr, rh, cc, grad, n, P, x_stride, cap,
             dh = dhp
     gk = grad + k * P
     mdj = dm[:, None] & jm[None, :]
+    mjj = jm[:, None] & jm[None, :]
     tl.store(gk + o_wx + d[:, None] * (3 * H) + j[None, :], gWxz, mask=mdj)
     tl.store(gk + o_wx + d[:, None] * (3 * H) + H + j[None, :], gWxr, mask=mdj)
     tl.store(gk + o_wx + d[:, None] * (3 * H) + 2 * H + j[None, :], gWxh, mask=mdj)

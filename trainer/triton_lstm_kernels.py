@@ -11,19 +11,7 @@ regularizer is not here: the step adds it (autograd) to the gradient these kerne
 import triton
 import triton.language as tl
 
-from trainer.triton_ops import mm, sigmoid, tanh, xgrad, xproj
-
-
-@triton.jit
-def _gate_w(p, off, gate, rows, cols, ld, H: tl.constexpr, mask):
-    """Block [gate] of a (·, 4H) weight: element (r, j) = W[r, gate * H + j]."""
-    return tl.load(p + off + rows[:, None] * ld + gate * H + cols[None, :], mask=mask, other=0.0)
-
-
-@triton.jit
-def _gate_wT(p, off, gate, j, H: tl.constexpr, mask):
-    """The transpose of block [gate] of Wh (H, 4H): element (a, i) = Wh[i, gate * H + a]."""
-    return tl.load(p + off + j[None, :] * (4 * H) + gate * H + j[:, None], mask=mask, other=0.0)
+from trainer.triton_ops import block, block_t, mm, readout_grad, sigmoid, slot, step_x, tanh, xgrad, xproj
 
 
 @triton.jit
@@ -37,23 +25,21 @@ def lstm_forward(flat, x, out, hs, gates, cs, s3, n, P, x_stride, cap,
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
     rm, dm, jm, cm = rows < n, d < D, j < H, c < C
     p = flat + k * P
-    mdj = dm[:, None] & jm[None, :]
-    mjj = jm[:, None] & jm[None, :]
-    Wxi = _gate_w(p, o_wx, 0, d, j, 4 * H, H, mdj)
-    Wxf = _gate_w(p, o_wx, 1, d, j, 4 * H, H, mdj)
-    Wxg = _gate_w(p, o_wx, 2, d, j, 4 * H, H, mdj)
-    Wxo = _gate_w(p, o_wx, 3, d, j, 4 * H, H, mdj)
-    Whi = _gate_w(p, o_wh, 0, j, j, 4 * H, H, mjj)
-    Whf = _gate_w(p, o_wh, 1, j, j, 4 * H, H, mjj)
-    Whg = _gate_w(p, o_wh, 2, j, j, 4 * H, H, mjj)
-    Who = _gate_w(p, o_wh, 3, j, j, 4 * H, H, mjj)
-    Wo = tl.load(p + o_wo + j[:, None] * C + c[None, :], mask=jm[:, None] & cm[None, :], other=0.0)
+    Wxi = block(p + o_wx, d, j, 4 * H, dm, jm)
+    Wxf = block(p + o_wx + H, d, j, 4 * H, dm, jm)
+    Wxg = block(p + o_wx + 2 * H, d, j, 4 * H, dm, jm)
+    Wxo = block(p + o_wx + 3 * H, d, j, 4 * H, dm, jm)
+    Whi = block(p + o_wh, j, j, 4 * H, jm, jm)
+    Whf = block(p + o_wh + H, j, j, 4 * H, jm, jm)
+    Whg = block(p + o_wh + 2 * H, j, j, 4 * H, jm, jm)
+    Who = block(p + o_wh + 3 * H, j, j, 4 * H, jm, jm)
+    Wo = block(p + o_wo, j, c, C, jm, cm)
     h = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
     cell = tl.zeros((BB, BH), dtype=flat.dtype.element_ty)
     xk = x + k * x_stride
     mrj = rm[:, None] & jm[None, :]
     for t in range(T):
-        xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :], other=0.0)
+        xt = step_x(xk, rows, rm, t, T, D, d)
         ai = xproj(xt, Wxi, D, PREC, F64)
         af = xproj(xt, Wxf, D, PREC, F64)
         ag = xproj(xt, Wxg, D, PREC, F64)
@@ -68,20 +54,18 @@ def lstm_forward(flat, x, out, hs, gates, cs, s3, n, P, x_stride, cap,
         gg = tanh(ag + mm(h, Whg, PREC, F64))
         go = sigmoid(ao + mm(h, Who, PREC, F64))
         if KEEP:
-            slot = ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :]
-            tl.store(hs + slot, h, mask=mrj)
-            tl.store(cs + slot, cell, mask=mrj)
-            at = ((k * T + t) * cap + rows[:, None]) * (4 * H) + j[None, :]
-            tl.store(gates + at, gi, mask=mrj)
-            tl.store(gates + at + H, gf, mask=mrj)
-            tl.store(gates + at + 2 * H, gg, mask=mrj)
-            tl.store(gates + at + 3 * H, go, mask=mrj)
+            tl.store(slot(hs, k, t, T + 1, cap, rows, H, j), h, mask=mrj)
+            tl.store(slot(cs, k, t, T + 1, cap, rows, H, j), cell, mask=mrj)
+            at = slot(gates, k, t, T, cap, rows, 4 * H, j)
+            tl.store(at, gi, mask=mrj)
+            tl.store(at + H, gf, mask=mrj)
+            tl.store(at + 2 * H, gg, mask=mrj)
+            tl.store(at + 3 * H, go, mask=mrj)
         cell = gf * cell + gi * gg
         h = go * tanh(cell)
     if KEEP:
-        slot = ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :]
-        tl.store(hs + slot, h, mask=mrj)
-        tl.store(cs + slot, cell, mask=mrj)
+        tl.store(slot(hs, k, T, T + 1, cap, rows, H, j), h, mask=mrj)
+        tl.store(slot(cs, k, T, T + 1, cap, rows, H, j), cell, mask=mrj)
     o = mm(h, Wo, PREC, F64)
     if BIAS:
         o += tl.load(p + o_bo + c, mask=cm, other=0.0)[None, :]
@@ -101,12 +85,11 @@ def lstm_backward(flat, x, dout, hs, gates, cs, s3, grad, n, P, x_stride, cap,
     d, j, c, b = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC), tl.arange(0, BB)
     dm, jm, cm = d < D, j < H, c < C
     p = flat + k * P
-    mjj = jm[:, None] & jm[None, :]
-    WiT = _gate_wT(p, o_wh, 0, j, H, mjj)
-    WfT = _gate_wT(p, o_wh, 1, j, H, mjj)
-    WgT = _gate_wT(p, o_wh, 2, j, H, mjj)
-    WoTg = _gate_wT(p, o_wh, 3, j, H, mjj)
-    WoT = tl.load(p + o_wo + j[None, :] * C + c[:, None], mask=cm[:, None] & jm[None, :], other=0.0)
+    WiT = block_t(p + o_wh, j, j, 4 * H, jm, jm)
+    WfT = block_t(p + o_wh + H, j, j, 4 * H, jm, jm)
+    WgT = block_t(p + o_wh + 2 * H, j, j, 4 * H, jm, jm)
+    WoTg = block_t(p + o_wh + 3 * H, j, j, 4 * H, jm, jm)
+    WoT = block_t(p + o_wo, c, j, C, cm, jm)
     dt = flat.dtype.element_ty
     gWxi = tl.zeros((BD, BH), dtype=dt)
     gWxf = tl.zeros((BD, BH), dtype=dt)
@@ -127,25 +110,22 @@ def lstm_backward(flat, x, dout, hs, gates, cs, s3, grad, n, P, x_stride, cap,
         rows = start + b
         rm = rows < n
         mrj = rm[:, None] & jm[None, :]
-        g = tl.load(dout + (k * n + rows[:, None]) * C + c[None, :], mask=rm[:, None] & cm[None, :], other=0.0)
-        hT = tl.load(hs + ((k * (T + 1) + T) * cap + rows[:, None]) * H + j[None, :], mask=mrj, other=0.0)
-        gWo += mm(tl.trans(hT), g, PREC, F64)
+        g, h_last = readout_grad(dout, hs, k, rows, n, T, cap, H, C, j, c)
+        gWo += mm(tl.trans(h_last), g, PREC, F64)
         gbout += tl.sum(g, axis=0)
         dh = mm(g, WoT, PREC, F64)
         dc = tl.zeros((BB, BH), dtype=dt)
         for tt in range(T):
             t = T - 1 - tt
-            slot = ((k * (T + 1) + t) * cap + rows[:, None]) * H + j[None, :]
-            h = tl.load(hs + slot, mask=mrj, other=0.0)
-            cprev = tl.load(cs + slot, mask=mrj, other=0.0)
-            cnew = tl.load(cs + slot + cap * H, mask=mrj, other=0.0)
-            at = ((k * T + t) * cap + rows[:, None]) * (4 * H) + j[None, :]
-            gi = tl.load(gates + at, mask=mrj, other=0.0)
-            gf = tl.load(gates + at + H, mask=mrj, other=0.0)
-            gg = tl.load(gates + at + 2 * H, mask=mrj, other=0.0)
-            go = tl.load(gates + at + 3 * H, mask=mrj, other=0.0)
-            xt = tl.load(xk + rows[:, None] * (T * D) + t * D + d[None, :], mask=rm[:, None] & dm[None, :],
-                         other=0.0)
+            h = tl.load(slot(hs, k, t, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            cprev = tl.load(slot(cs, k, t, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            cnew = tl.load(slot(cs, k, t + 1, T + 1, cap, rows, H, j), mask=mrj, other=0.0)
+            at = slot(gates, k, t, T, cap, rows, 4 * H, j)
+            gi = tl.load(at, mask=mrj, other=0.0)
+            gf = tl.load(at + H, mask=mrj, other=0.0)
+            gg = tl.load(at + 2 * H, mask=mrj, other=0.0)
+            go = tl.load(at + 3 * H, mask=mrj, other=0.0)
+            xt = step_x(xk, rows, rm, t, T, D, d)
             tc = tanh(cnew)
             dc += dh * go * (1.0 - tc * tc)
             dai = dc * gg * gi * (1.0 - gi)
@@ -171,6 +151,7 @@ def lstm_backward(flat, x, dout, hs, gates, cs, s3, grad, n, P, x_stride, cap,
                   + mm(dao, WoTg, PREC, F64))
     gk = grad + k * P
     mdj = dm[:, None] & jm[None, :]
+    mjj = jm[:, None] & jm[None, :]
     wx = gk + o_wx + d[:, None] * (4 * H) + j[None, :]
     wh = gk + o_wh + j[:, None] * (4 * H) + j[None, :]
     tl.store(wx, gWxi, mask=mdj)
