@@ -20,6 +20,7 @@ def rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
                 T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
                 BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
                 BIAS: tl.constexpr, KEEP: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """h' = tanh(x Wx + h Wh + b) for all T steps of a block of rows; y = h_T W_out + b_out."""
     k = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BB + tl.arange(0, BB)
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
@@ -108,6 +109,8 @@ def diag_rnn_forward(flat, x, out, hs, s1, s2, s3, n, P, x_stride, cap,
                      T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
                      BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
                      BIAS: tl.constexpr, KEEP: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """h' = tanh(w * h + x U) for all T steps of a block of rows; y = (h_T[:m] W_out[:m] +
+    h_T[m:] W_out[m:]) / sqrt(H), m = H / 2 (the two halves summed apart, as the eager family)."""
     k = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BB + tl.arange(0, BB)
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)

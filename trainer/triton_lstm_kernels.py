@@ -20,6 +20,8 @@ def lstm_forward(flat, x, out, hs, gates, cs, s3, n, P, x_stride, cap,
                  T: tl.constexpr, D: tl.constexpr, H: tl.constexpr, C: tl.constexpr,
                  BB: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, BC: tl.constexpr,
                  BIAS: tl.constexpr, KEEP: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr):
+    """i, f, o = sigmoid(.), g = tanh(.) of a = x Wx + h Wh + b; c' = f c + i g, h' = o tanh(c') for
+    all T steps of a block of rows; y = h_T W_out + b_out."""
     k = tl.program_id(0).to(tl.int64)
     rows = tl.program_id(1) * BB + tl.arange(0, BB)
     d, j, c = tl.arange(0, BD), tl.arange(0, BH), tl.arange(0, BC)
