@@ -198,13 +198,13 @@ def test_other_families_equal_eager_engine(iris, family, members):
     """The Elman RNN, the LSTM with the Tikhonov regularizer (both beta choices: its gradient is added
     by the step's tail to the kernels' gradient), the diagonal RNN with and without a trained readout."""
     cfg = PackConfig(family=family, hidden=6, batch_size=32, epochs=2, dtype="float64", device=DEV.type,
-                     members=members, engine="eager")
-    configs = [cfg]
+                     members=members, engine="eager", init_scale=0.1 if family == "lstm" else 0.5)
+    configs = [cfg]  # the LSTM inside Tikhonov's feasible region (rho_h < 1): no member diverges
     if family == "diag_rnn":
         configs.append(cfg.model_copy(update={"train_readout": True}))
     for c in configs:
         fast = train_pack_fast(iris, c, backend="triton")
-        assert fast.engine == "fast/triton"
+        assert fast.engine == "fast/triton" and not any(m.diverged for m in fast.members)
         assert _max_diff(train_pack(iris, c), fast) <= 1e-10
     if family == "lstm":
         assert fast.members[0].trace["penalty"].min() > 0
