@@ -24,3 +24,14 @@ timeout 120 "${bench[@]}" --engine fast --fast-backend triton 2>&1 | tee "$OUT/t
 timeout 50 "${bench[@]}" --engine fast --fast-backend triton --precision tf32 --ks 4096 16384 2>&1 | tee "$OUT/tf32.log"
 timeout 60 "${bench[@]}" --engine eager --ks 1 4096 2>&1 | tee "$OUT/eager.log"
 timeout 100 "${bench[@]}" --engine fast --fast-backend cuda_graph --ks 1 4096 2>&1 | tee "$OUT/cuda_graph.log"
+# the host's side of a big pack: drawing K = 16,384 Iris-sized data orders, per epoch (trainer/data_order.py)
+timeout 60 python3 - <<'PY' 2>&1 | tee "$OUT/data_order.log"
+import time
+from trainer.data_order import DataOrder
+order = DataOrder(list(range(16384)), 105, width=128)
+order.next_epoch()
+t = time.perf_counter()
+for _ in range(40):
+    order.next_epoch()
+print(f"data order, K = 16384: {1e3 * (time.perf_counter() - t) / 40:.1f} ms per epoch (one thread)")
+PY

@@ -3,10 +3,11 @@
 Member k's order in epoch e is the e-th ``numpy.random.default_rng([seed_k, 1]).permutation(N)``, so
 a member gets the same order alone or in a pack, on any engine. :class:`DataOrder` draws it in
 chunks of epochs (``Generator.permuted`` along the epoch rows of a tiled ``arange``: the same
-numbers as successive ``permutation`` calls, tested), and on a GPU with worker threads (numpy
-releases the GIL while it shuffles) and one chunk drawn ahead while the GPU trains: drawn one
-member and one epoch at a time, K = 16,384 Iris-sized orders took ~100 ms of one core per epoch,
-more than the GPU's work for that epoch.
+numbers as successive ``permutation`` calls, tested), and on a GPU one chunk ahead, by a thread
+that draws while the GPU trains (numpy releases the GIL while it shuffles, and the main thread
+mostly waits on the GPU). Drawn one member and one epoch at a time, K = 16,384 Iris-sized orders
+took ~110 ms of one core per epoch, more than the GPU's work for that epoch; in chunks ~30 ms.
+Worker threads splitting the members measured no better on 2 cores (0.5-2x, by chunk size).
 """
 
 from __future__ import annotations
@@ -26,32 +27,23 @@ class DataOrder:
     """``next_epoch()`` -> the next epoch's orders, an int64 array (K, width): member k's permutation
     of range(N) in columns [0, N), zeros (a valid row index, for padding) in [N, width)."""
 
-    def __init__(self, seeds: list[int], N: int, *, width: Optional[int] = None, workers: int = 1,
-                 ahead: bool = False):
+    def __init__(self, seeds: list[int], N: int, *, width: Optional[int] = None, ahead: bool = False):
         self.rngs = [np.random.default_rng([s, 1]) for s in seeds]
         self.K, self.N = len(seeds), N
         self.width = N if width is None else width
         self.chunk = max(1, min(MAX_CHUNK_EPOCHS, CHUNK_ELEMENTS // max(1, self.K * self.width)))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="data-order") if workers > 1 else None
-        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="data-order-ahead") if ahead else None
-        self._workers = workers
+        self._ahead = ThreadPoolExecutor(1, thread_name_prefix="data-order") if ahead else None
         self._buf: Optional[np.ndarray] = None
         self._used = 0
         self._next: Optional[Future] = None
 
-    def _fill(self, out: np.ndarray, lo: int, hi: int) -> None:
-        base = np.tile(np.arange(self.N), (out.shape[0], 1))
-        for k in range(lo, hi):
-            self.rngs[k].permuted(base, axis=1, out=out[:, k, :self.N])
-
     def _draw(self) -> np.ndarray:
-        """The next ``chunk`` epochs, (chunk, K, width); each member's generator is used by one thread."""
-        out = np.zeros((self.chunk, self.K, self.width), dtype=np.int64)
-        if self._pool is None:
-            self._fill(out, 0, self.K)
-        else:
-            bounds = np.linspace(0, self.K, self._workers + 1).astype(int)
-            list(self._pool.map(lambda i: self._fill(out, bounds[i], bounds[i + 1]), range(self._workers)))
+        """The next ``chunk`` epochs, (chunk, K, width) (one draw at a time: the generators' order)."""
+        out = np.empty((self.chunk, self.K, self.width), dtype=np.int64)
+        out[:, :, self.N:] = 0
+        base = np.tile(np.arange(self.N), (self.chunk, 1))
+        for k, rng in enumerate(self.rngs):
+            rng.permuted(base, axis=1, out=out[:, k, :self.N])
         return out
 
     def next_epoch(self) -> np.ndarray:
@@ -65,7 +57,6 @@ class DataOrder:
         return order
 
     def close(self) -> None:
-        """End the worker threads (a chunk being drawn ahead is left to finish)."""
-        for pool in (self._pool, self._ahead):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        """End the drawing thread (a chunk being drawn ahead is left to finish)."""
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=False, cancel_futures=True)

@@ -401,10 +401,8 @@ class EpochBatches:
         self.order = None
         if self.full_batch:
             self.fixed = torch.arange(N, device=device).expand(K, N).contiguous()
-        else:  # on a GPU the orders are drawn by worker threads, a chunk ahead (trainer.data_order)
-            gpu = torch.device(device).type == "cuda"
-            self.order = DataOrder(seeds, N, width=self.S * B, workers=min(8, os.cpu_count() or 1) if gpu else 1,
-                                   ahead=gpu)
+        else:  # on a GPU the orders are drawn a chunk ahead while the GPU trains (trainer.data_order)
+            self.order = DataOrder(seeds, N, width=self.S * B, ahead=torch.device(device).type == "cuda")
 
     def next_epoch(self) -> Tensor:
         if self.full_batch:
