@@ -112,7 +112,7 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir",
                                             help="dataset files (default RNNHPO_DATA_DIR, else ~/.local/share/rnnhpo/data)"),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | float64"),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present) | cpu | cuda | cuda:N"),
     trace_every: int = typer.Option(1, "--trace-every", help="record every n-th iteration"),
     engine: str = typer.Option("auto", "--engine", help="eager (reference loop) | fast (one compiled step) | "
                                "auto (fast on CPU with the native kernels; eager on CUDA until "

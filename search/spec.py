@@ -210,15 +210,6 @@ class VariantSpec(_Typed):
 class TrainingSpec(_Typed):
     """Defaults for every variant (the paper's Table 2 settings go here)."""
 
-    @property
-    def cuda_only(self) -> tuple[str, str] | None:
-        """(field, why) when these settings train on CUDA only (a CUDA device or backend), else None."""
-        if self.fast_backend in CUDA_BACKENDS:
-            return "training.fast_backend", f"{self.fast_backend} runs on CUDA"
-        if self.device.startswith("cuda"):
-            return "training.device", f"{self.device} is a CUDA device"
-        return None
-
     hidden: int = Field(32, ge=1, le=1024)
     bias: bool = True
     init_scale: float = Field(0.5, gt=0)
@@ -251,6 +242,15 @@ class TrainingSpec(_Typed):
     tikhonov_beta: Union[Literal["paper", "bound"], float] = "paper"
     tikhonov_lambda1: float = Field(1.0, ge=0)
     tikhonov_lambda2: float = Field(1.0, ge=0)
+
+    @property
+    def cuda_only(self) -> tuple[str, str] | None:
+        """(field, why) when these settings train on CUDA only (a CUDA device or backend), else None."""
+        if self.fast_backend in CUDA_BACKENDS:
+            return "training.fast_backend", f"{self.fast_backend} runs on CUDA"
+        if self.device.startswith("cuda"):
+            return "training.device", f"{self.device} is a CUDA device"
+        return None
 
 
 class ValidationSpec(_Typed):
