@@ -79,7 +79,7 @@ def test_diag_rnn_symmetric_init_gives_exact_zero():
     assert torch.equal(net.forward(flat, torch.randn(7, 4, 2)), torch.zeros(2, 7, 3))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ("gru", *FAMILIES))
 def test_kernels_gradcheck(family):
     fam = make_family(family, 2, 4, 3)
     K, B, T = 2, 5, 3

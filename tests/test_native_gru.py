@@ -1,6 +1,6 @@
-"""The fused CPU kernels of the GRU (trainer/csrc/gru_pack.cpp through trainer/native_pack.py) and the
-fast engine's ``native`` backend: forward and gradient against autograd through trainer/cells.py,
-gradcheck, the eager engine (every regularizer, optimizer, loss and reduction), solo runs,
+"""The fused CPU kernels of the GRU (trainer/csrc/pack_kernels.cpp through trainer/native_pack.py) and the
+fast engine's ``native`` backend: forward and gradient against autograd through trainer/cells.py
+(gradcheck of every family's kernels: tests/test_native_families.py), the eager engine (every regularizer, optimizer, loss and reduction), solo runs,
 divergence. Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
 
 from __future__ import annotations
@@ -50,25 +50,6 @@ def test_kernels_match_autograd_through_cells(bias, D, dtype, tol):
     assert torch.max(torch.abs(net.backward(dout) - grad)) <= 10 * tol
     shared = torch.randn(11, T, D, generator=gen, dtype=dtype)  # the evaluation: inputs shared by all members
     assert torch.max(torch.abs(net.forward(flat, shared) - cells.forward(fam, fam.layout.views(flat), shared))) <= tol
-
-
-def test_kernels_gradcheck():
-    fam = make_family("gru", 2, 4, 3)
-    K, B, T = 2, 5, 3
-    x = torch.randn(K, B, T, 2, dtype=torch.float64)
-    net = NativePack(fam, K, B, T, torch.float64, CPU)
-
-    class Native(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, flat):
-            return net.forward_train(flat.detach().contiguous(), x)
-
-        @staticmethod
-        def backward(ctx, dout):
-            return net.backward(dout)
-
-    flat = fam.init([1, 2], 0.5, torch.float64, "cpu").requires_grad_(True)
-    assert torch.autograd.gradcheck(Native.apply, (flat,))
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])

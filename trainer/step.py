@@ -44,7 +44,6 @@ from trainer.trace import SPARSITY_EPS, TraceRecorder
 
 Tensor = torch.Tensor
 
-BACKENDS = ("eager", "compile", "cuda_graph", "native", "triton")
 #: Splits up to this many (member x sample) rows are evaluated in one fused pass.
 EVAL_ROWS_FUSED = 1 << 22
 
