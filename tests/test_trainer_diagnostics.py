@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trainer.config import MemberConfig, PackConfig
-from trainer.diagnostics import convergence_diagnostics, tail_start
+from trainer.diagnostics import convergence_diagnostics, log_slope, tail_start
 from trainer.tasks import load_task
 from trainer.train import train_pack
 
@@ -53,3 +53,10 @@ def test_tikhonov_feasibility_is_visible():
         warnings.simplefilter("error")
         r2 = train_pack(task, inside).members[0]
     assert r2.diagnostics["tikhonov_rho_h_init"] == pytest.approx(0.9, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 4, 40, 401])
+def test_log_slope_is_polyfit(n):
+    """The closed-form slope behind grad_norm_tail_trend equals numpy's least-squares fit."""
+    values = np.exp(np.random.default_rng(n).normal(size=n)) * 1e-3
+    assert log_slope(values) == pytest.approx(np.polyfit(np.arange(n), np.log(values), 1)[0], rel=1e-10, abs=1e-14)

@@ -27,6 +27,14 @@ def tail_start(n_steps: int) -> int:
     return max(0, n_steps - max(1, int(math.ceil(TAIL * n_steps))))
 
 
+def log_slope(values: np.ndarray) -> float:
+    """The least-squares slope of log(values) against 0, 1, ..., n-1 (the degree-1 ``np.polyfit``, in
+    closed form: sum (i - mean i)(y_i - mean y) / sum (i - mean i)^2, ~10x faster per call)."""
+    y = np.log(values)
+    i = np.arange(len(y)) - (len(y) - 1) / 2
+    return float(np.dot(i, y - y.mean()) / np.dot(i, i))
+
+
 def convergence_diagnostics(loss: np.ndarray, grad_norm: np.ndarray, *, full_batch: bool,
                             tail_distance: float | None, final_weight_norm: float) -> dict[str, float | int | None]:
     loss = np.asarray(loss, dtype=np.float64)
@@ -47,8 +55,7 @@ def convergence_diagnostics(loss: np.ndarray, grad_norm: np.ndarray, *, full_bat
     out["grad_norm_min_ratio"] = float(finite.min() / g0) if ok else float("nan")
     tail = finite[tail_start(len(finite)):]
     if len(tail) >= 3 and np.all(tail > 0):
-        slope = np.polyfit(np.arange(len(tail)), np.log(tail), 1)[0]
-        out["grad_norm_tail_trend"] = float(np.exp(slope * (len(tail) - 1)))
+        out["grad_norm_tail_trend"] = float(np.exp(log_slope(tail) * (len(tail) - 1)))
     else:
         out["grad_norm_tail_trend"] = None
     out["weight_tail_distance"] = tail_distance

@@ -157,8 +157,10 @@ class Family:
         return ((torch.rand(self.layout.P, generator=g, dtype=torch.float64) * 2 - 1) * a).numpy()
 
     def init(self, seeds: list[int], a: float, dtype: torch.dtype, device) -> Tensor:
-        arr = np.stack([self.init_member(s, a) for s in seeds])
-        return torch.as_tensor(arr, dtype=dtype, device=device).contiguous()
+        flat = torch.empty((len(seeds), self.layout.P), dtype=dtype)  # no pack-sized float64 temporary
+        for k, s in enumerate(seeds):
+            flat[k] = torch.from_numpy(self.init_member(s, a))
+        return flat.to(device)
 
     # -- forward / backward -----------------------------------------------------------------
     def _readout(self, p: dict[str, Tensor], h: Tensor) -> Tensor:

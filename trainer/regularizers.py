@@ -84,11 +84,11 @@ class Penalty:
         K = len(members)
         out_mask = lay.mask(("out",))
         weight_mask = lay.mask(("in", "rec", "out"))
-        scope = np.stack([weight_mask if m.scope == "all" else out_mask for m in members]).astype(float)
+        scope_all = np.array([m.scope == "all" for m in members], dtype=bool)
         # closed-form penalties only touch the columns some member penalises (W_out alone by default)
-        used = np.flatnonzero(scope.any(0))
+        used = np.flatnonzero(weight_mask if scope_all.any() else out_mask)
         self.cols = slice(int(used[0]), int(used[-1]) + 1) if len(used) else slice(0, 0)
-        scope = scope[:, self.cols]
+        scope = np.where(scope_all[:, None], weight_mask[self.cols], out_mask[self.cols]).astype(float)
 
         def coef(kind):
             lam = np.array([m.lam if m.reg == kind else 0.0 for m in members])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -76,7 +77,8 @@ class MemberResult:
     epochs: dict[str, np.ndarray]
     final: dict[str, float]
     diagnostics: dict[str, Any]
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the final weights in the papers' notation (trainer.weights; exported when first read)
+    weights: Mapping[str, np.ndarray] = field(default_factory=dict)
     #: WEIGHT_PATH_COLUMNS -> array (1 + epochs trained): updates done (``step``), ||W_out||, sparsity
     weight_path: dict[str, np.ndarray] = field(default_factory=dict)
     #: the member's output on ``Task.x_probe`` ``(P, n_outputs)``, or None

@@ -416,7 +416,8 @@ class EpochBatches:
 def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: str | None = None) -> PackResult:
     """:func:`trainer.train.train_pack` through the fast engine (see the module docstring)."""
     from trainer.diagnostics import tail_start
-    from trainer.train import EVAL_CHUNK, _assemble, _Pack, close_epoch
+    from trainer.assemble import assemble
+    from trainer.train import EVAL_CHUNK, _Pack, close_epoch
 
     st = _Pack(task, config)
     K, dev = st.K, st.device
@@ -480,7 +481,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
             if not bool(state["active"].any()):
                 break
     wall = time.perf_counter() - t0
-    result = _assemble(st, config, recorder, epoch_rows, state["diverged"].cpu().numpy(),
+    result = assemble(st, config, recorder, epoch_rows, state["diverged"].cpu().numpy(),
                        state["div_step"].cpu().numpy(), stopped_rows, stopped_epochs, step, wall)
     result.engine = f"fast/{backend}"
     return result

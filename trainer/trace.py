@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.result import TRACE_COLUMNS
-
 #: Columns computed on the device each step, in this order.
 STEP_STATS: tuple[str, ...] = ("loss", "data_loss", "penalty", "grad_norm", "grad_norm_out",
                                "weight_norm", "update_norm", "sparsity_out", "sparsity_all")
@@ -45,21 +43,3 @@ class TraceRecorder:
         if not self._chunks:
             return np.zeros((0, len(STEP_STATS), self.K)), np.zeros((0, 2), dtype=np.int64)
         return np.concatenate(self._chunks), np.asarray(self._steps, dtype=np.int64).reshape(-1, 2)
-
-
-def member_trace(stats: np.ndarray, steps: np.ndarray, k: int, n_rows: int, lr: float,
-                 every: int) -> dict[str, np.ndarray]:
-    """Trace of member k: its first n_rows steps, decimated to every ``every``-th step."""
-    sel = np.arange(n_rows)
-    sel = sel[steps[:n_rows, 0] % every == 0] if every > 1 else sel
-    out: dict[str, np.ndarray] = {}
-    for col in TRACE_COLUMNS:
-        if col == "step":
-            out[col] = steps[sel, 0].copy()
-        elif col == "epoch":
-            out[col] = steps[sel, 1].copy()
-        elif col == "lr":
-            out[col] = np.full(len(sel), lr)
-        else:
-            out[col] = stats[sel, STEP_STATS.index(col), k].copy()
-    return out

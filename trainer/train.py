@@ -24,17 +24,16 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from trainer.assemble import assemble
 from trainer.config import PackConfig
 from trainer.data_order import DataOrder
-from trainer.diagnostics import convergence_diagnostics, step_size_condition, tail_start
+from trainer.diagnostics import tail_start
 from trainer.models import Family, make_family
 from trainer.optimizers import Optimizer
-from trainer.regularizers import TIKHONOV_DENOM_FLOOR, Penalty, steps_to_threshold
-from trainer.result import (DIAGNOSTIC_KEYS, EPOCH_COLUMNS, FINAL_KEYS, SPARSITY_THRESHOLDS,
-                            WEIGHT_PATH_COLUMNS, MemberResult, PackResult)
+from trainer.regularizers import TIKHONOV_DENOM_FLOOR, Penalty
+from trainer.result import EPOCH_COLUMNS, SPARSITY_THRESHOLDS, PackResult
 from trainer.tasks import Task
-from trainer.trace import SPARSITY_EPS, TraceRecorder, member_trace
-from trainer.weights import export_weights
+from trainer.trace import SPARSITY_EPS, TraceRecorder
 
 Tensor = torch.Tensor
 OnEpoch = Callable[[int, dict], Optional[Iterable[int]]]
@@ -351,127 +350,5 @@ def train_pack(task: Task, config: PackConfig, *, on_epoch: OnEpoch | None = Non
             break
     wall = time.perf_counter() - t0
     st.full_batch = full_batch
-    return _assemble(st, config, recorder, epoch_rows, diverged.cpu().numpy(), div_step.cpu().numpy(),
-                     stopped_rows, stopped_epochs, step, wall)
-
-
-def _assemble(st: _Pack, config: PackConfig, recorder: TraceRecorder, epoch_rows, diverged, div_step,
-              stopped_rows, stopped_epochs, total_steps, wall) -> PackResult:
-    stats, steps = recorder.arrays()
-    flat_np = st.flat.detach().cpu().to(torch.float64).numpy()
-    tail_np = st.w_tail.detach().cpu().to(torch.float64).numpy() if st.w_tail is not None else None
-    w_idx = st.weight_idx.cpu().numpy()
-    # sparsity of every member at every threshold, row-wise (the same means as member by member)
-    abs_out, abs_weights = np.abs(flat_np[:, st.out_sl]), np.abs(flat_np[:, w_idx])
-    sparse_out = {eps: (abs_out < eps).mean(1) for eps in (SPARSITY_EPS, *SPARSITY_THRESHOLDS)}
-    sparse_all = {eps: (abs_weights < eps).mean(1) for eps in (SPARSITY_EPS, *SPARSITY_THRESHOLDS)}
-    probe = _probe_outputs(st)
-    # each epoch column and the W_out path as one (epochs, K) array: a member's are then slices, not
-    # a Python loop over its epochs (that loop made a 100-epoch K = 4,096 pack's assembly seconds long)
-    K = st.K
-    by_col = {c: np.stack([r[c] for r in epoch_rows]) if epoch_rows else np.zeros((0, K)) for c in EPOCH_COLUMNS}
-    path_stats = np.stack([st.w_out_path0] + [r["_w_out"] for r in epoch_rows])
-    path_steps = np.stack([np.zeros(K, dtype=np.int64)] + [r["_steps"] for r in epoch_rows]).astype(np.int64)
-    w_norm = _row_norms(flat_np)
-    members = []
-    for k, mc in enumerate(config.members):
-        if diverged[k]:
-            n_rows, n_updates = int(div_step[k]) + 1, int(div_step[k])
-            last_epoch = int(steps[div_step[k], 1]) if len(steps) else 0
-        elif stopped_rows[k] is not None:
-            n_rows = n_updates = stopped_rows[k]
-            last_epoch = stopped_epochs[k]
-        else:
-            n_rows = n_updates = total_steps
-            last_epoch = len(epoch_rows) - 1
-        trace = member_trace(stats, steps, k, n_rows, mc.lr, config.trace_every)
-        rows = epoch_rows[:last_epoch + 1]
-        epochs = {c: by_col[c][:len(rows), k].copy() for c in EPOCH_COLUMNS}
-        last = rows[-1] if rows else None
-        w = flat_np[k]
-        final = {
-            "loss": float(last["train_loss"][k]) if last else float("nan"),
-            "data_loss": float(last["_data_loss"][k]) if last else float("nan"),
-            "penalty": float(last["_penalty"][k]) if last else float("nan"),
-            "train_metric": float(last["train_metric"][k]) if last else float("nan"),
-            "test_metric": float(last["test_metric"][k]) if last else float("nan"),
-            "sparsity_out": float(sparse_out[SPARSITY_EPS][k]),
-            "sparsity_all": float(sparse_all[SPARSITY_EPS][k]),
-            "weight_norm": float(w_norm[k]),
-            "steps": int(n_updates),
-            "epochs": int(len(rows)),
-            "wall_time": float(wall),
-        }
-        for eps in SPARSITY_THRESHOLDS:
-            final[f"sparsity_out_{eps:g}"] = float(sparse_out[eps][k])
-            final[f"sparsity_all_{eps:g}"] = float(sparse_all[eps][k])
-        loss_full = stats[:n_rows, 0, k]
-        gn = stats[:n_rows, 3, k]
-        un = stats[:n_updates, 6, k]
-        tail = un[-max(1, len(un) // 10):] if len(un) else un
-        tail_distance = None
-        if tail_np is not None and not diverged[k] and stopped_rows[k] is None:
-            tail_distance = float(np.linalg.norm(w - tail_np[k]))
-        diagnostics = {
-            **convergence_diagnostics(loss_full, gn, full_batch=st.full_batch, tail_distance=tail_distance,
-                                      final_weight_norm=final["weight_norm"]),
-            "update_norm_tail": float(tail.mean()) if len(tail) else float("nan"),
-            "diverged": bool(diverged[k]),
-            "diverged_at_step": int(div_step[k]) if diverged[k] else -1,
-            "pruned": stopped_rows[k] is not None,
-            "median_abs_w_out_init": float(st.median_out0[k]),
-            "steps_to_sparsity": steps_to_threshold(mc.reg, st.median_out0[k], mc.lr, mc.lam, mc.alpha,
-                                                    SPARSITY_EPS),
-        }
-        if st.tikhonov_init is not None and mc.reg == "tikhonov":
-            rho_end = float(st.penalty.tikhonov_rho_h(st.flat)[k].item())
-            diagnostics.update(tikhonov_rho_h_init=float(st.tikhonov_init["rho_h"][k]), tikhonov_rho_h_final=rho_end,
-                               tikhonov_feasible_init_scale=float(st.tikhonov_init["feasible_init_scale"][k]))
-        path = _weight_path(path_stats, path_steps, len(rows), k)
-        diagnostics.update(step_size_condition(
-            family=config.family, reg=mc.reg, optimizer=config.optimizer, loss=config.loss,
-            task_kind=st.task.kind, reduction=config.reduction, lr=mc.lr, lam=mc.lam, alpha=mc.alpha,
-            n_train=st.x_train.shape[0], full_batch=st.full_batch, max_input_norm=st.max_input_norm,
-            hidden=config.hidden, max_w_out_norm=float(np.nanmax(path["w_out_norm"]))))
-        assert all(key in diagnostics for key in DIAGNOSTIC_KEYS) and all(key in final for key in FINAL_KEYS)
-        members.append(MemberResult(index=k, config=mc, trace=trace, epochs=epochs, final=final,
-                                    diagnostics=diagnostics, weights=export_weights(st.family, w),
-                                    weight_path=path, probe=None if probe is None else probe[k]))
-    return PackResult(members=members, wall_time=wall, device=str(st.device), family=config.family,
-                      pack_size=st.K)
-
-
-def _row_norms(flat: np.ndarray) -> np.ndarray:
-    """||w|| of each row of ``flat`` (float64); a row with entries of 1e150 or more (or NaN) is scaled by
-    its largest entry first, so that squaring cannot overflow."""
-    finite = np.all(np.abs(flat) < 1e150, axis=1)
-    norms = np.sqrt(np.sum(np.square(flat), axis=1))
-    for k in np.flatnonzero(~finite):
-        peak = np.abs(flat[k]).max()
-        norms[k] = np.linalg.norm(flat[k] / peak) * peak
-    return norms
-
-
-def _weight_path(path_stats: np.ndarray, path_steps: np.ndarray, n_epochs: int,
-                 k: int) -> dict[str, np.ndarray]:
-    """Member k's W_out statistics at initialisation and after each of the ``n_epochs`` epochs it
-    trained (see :data:`trainer.result.WEIGHT_PATH_COLUMNS`), from the pack's ``path_stats``
-    (1 + epochs, statistics, K) and ``path_steps`` (1 + epochs, K)."""
-    stats = path_stats[:n_epochs + 1, :, k]
-    out = {"step": path_steps[:n_epochs + 1, k].copy()}
-    for i, col in enumerate(WEIGHT_PATH_COLUMNS[1:]):
-        out[col] = stats[:, i].copy()
-    return out
-
-
-@torch.no_grad()
-def _probe_outputs(st: _Pack) -> np.ndarray | None:
-    """Every member's output on ``task.x_probe`` ``(K, P, n_outputs)``, in the target's units
-    (a scaled target is scaled back), or None when the task has no probe."""
-    if st.x_probe is None:
-        return None
-    out = st.family.forward(st.p, st.x_probe)[0].detach().to(torch.float64).cpu().numpy()
-    meta = st.task.meta or {}
-    if meta.get("target_scaled"):
-        out = out * np.asarray(meta["target_std"]) + np.asarray(meta["target_mean"])
-    return out
+    return assemble(st, config, recorder, epoch_rows, diverged.cpu().numpy(), div_step.cpu().numpy(),
+                    stopped_rows, stopped_epochs, step, wall)

@@ -14,6 +14,8 @@ Biases are absent when the pack was trained with ``bias=False``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import numpy as np
 
 from trainer.models import Family
@@ -48,3 +50,30 @@ def export_weights(family: Family, flat_row: np.ndarray) -> dict[str, np.ndarray
     if "b_out" in p:
         out["b_out"] = p["b_out"].copy()
     return out
+
+
+class ExportedWeights(Mapping):
+    """:func:`export_weights` of one row, computed when first read: a search stores traces and
+    metrics, not weights, and exporting every member of a K = 16,384 pack took seconds. ``row`` (any
+    float dtype; exported as float64) may be a view of the pack's buffer; a pickled copy carries only
+    this row."""
+
+    def __init__(self, family: Family, row: np.ndarray):
+        self._family, self._row, self._named = family, row, None
+
+    def _exported(self) -> dict[str, np.ndarray]:
+        if self._named is None:
+            self._named = export_weights(self._family, np.asarray(self._row, dtype=np.float64))
+        return self._named
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._exported()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._exported())
+
+    def __len__(self) -> int:
+        return len(self._exported())
+
+    def __reduce__(self):
+        return ExportedWeights, (self._family, np.array(self._row))
