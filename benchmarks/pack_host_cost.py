@@ -5,7 +5,8 @@ On a GPU a K = 16,384 Iris-shaped pack trains in well under a second per epoch, 
 Python on the host decides the whole call's rate. One epoch (4 steps) of training keeps the CPU run
 short; on a GPU give more epochs.
 
-    python benchmarks/pack_host_cost.py [--ks 1024 4096 16384] [--epochs 1] [--device cpu|cuda] [--threads 2]
+    python benchmarks/pack_host_cost.py [--ks 1024 4096 16384] [--epochs 1] [--device cpu|cuda]
+        [--engine auto|fast|eager] [--threads 2]
 """
 
 from __future__ import annotations
@@ -45,16 +46,18 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[1024, 4096, 16384])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--engine", choices=["auto", "fast", "eager"], default="auto",
+                    help="auto: the native kernels on CPU, the eager loop on CUDA; fast on CUDA: Triton")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     task = iris_shaped()
     assembly = timed_assembly()
-    trainer.train.train_pack(task, pack_config(configs(64), 1, 32, 32, "auto", args.device))  # warm-up
+    trainer.train.train_pack(task, pack_config(configs(64), 1, 32, 32, args.engine, args.device))  # warm-up
     print(f"Iris-shaped GRU pack (hidden 32, batch 32), {args.epochs} epoch(s), device {args.device}, "
           f"{args.threads} thread(s); wall seconds of one call")
     for K in args.ks:
-        cfg = pack_config(configs(K), args.epochs, 32, 32, "auto", args.device)
+        cfg = pack_config(configs(K), args.epochs, 32, 32, args.engine, args.device)
         t = time.perf_counter()
         res = trainer.train.train_pack(task, cfg)
         if args.device.startswith("cuda"):
