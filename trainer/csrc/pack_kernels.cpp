@@ -328,6 +328,23 @@ void gru_forward(const T* flat, const T* x, T* out, T* hs, T* zr, T* rh, T* cc, 
     });
 }
 
+// One backward time step's gradient of the reset gate's pre-activation (the second half of each row of
+// gzr, B x 2H) and the part of dE/dh_{t-1} that does not pass through a matmul (dhn). Its own function so
+// that the pointers are __restrict: inline in gru_backward_member, the loop stayed scalar (the
+// compiler could not rule out that gzr and dhn alias the rest of the scratch).
+template <typename T>
+inline void gru_reset_and_state_grad(int64_t B, int64_t H, const T* __restrict zr, const T* __restrict h,
+                                     const T* __restrict drh, const T* __restrict dh, T* __restrict gzr,
+                                     T* __restrict dhn) {
+    for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < H; ++i) {
+            const int64_t j = b * H + i;
+            const T z = zr[b * 2 * H + i], r = zr[b * 2 * H + H + i];
+            gzr[b * 2 * H + H + i] = drh[j] * h[j] * (r * (T(1) - r));
+            dhn[j] = dh[j] - dh[j] * z + drh[j] * r;
+        }
+}
+
 // Backward through time of member k from dE/d out (B, C); writes the whole gradient row g (P).
 template <typename T>
 void gru_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* zr_all,
@@ -371,13 +388,7 @@ void gru_backward_member(const Dims& d, const T* w, const T* x, const T* dout, c
         if (t > 0) {
             std::memset(drh, 0, sizeof(T) * B * H);
             mm_acc(B, H, H, dah, H, WhhT, H, drh, H);
-            for (int64_t b = 0; b < B; ++b)
-                for (int64_t i = 0; i < H; ++i) {
-                    const int64_t j = b * H + i;
-                    const T z = zr[b * 2 * H + i], r = zr[b * 2 * H + H + i];
-                    gzr[b * 2 * H + H + i] = drh[j] * h[j] * (r * (T(1) - r));
-                    dhn[j] = dh[j] - dh[j] * z + drh[j] * r;
-                }
+            gru_reset_and_state_grad(B, H, zr, h, drh, dh, gzr, dhn);
             mm_acc(B, H, 2 * H, gzr, 2 * H, WzrT, H, dhn, H);
             mm_tn_acc(H, 2 * H, B, h, H, gzr, 2 * H, gWzr, 2 * H);
             mm_tn_acc(H, H, B, rh, H, dah, H, gWhh, H);
@@ -606,6 +617,29 @@ void lstm_forward(const T* flat, const T* x, T* out, T* hs, T* gates, T* cs, T* 
 //   dc += dh o (1 - tanh(c')^2);  da_i = dc c~ i (1 - i), da_f = dc c f (1 - f),
 //   da_c = dc i (1 - c~^2), da_o = dh tanh(c') o (1 - o);  dc <- dc f, dh <- da Wh^T;
 //   gWh += h_t^T da (t > 0: h_0 = 0), gWx += x_t^T da, gb += sum_rows da.
+// One backward time step's gradient of the four gates' pre-activations da (B x 4H) from dE/dh (dh) and
+// dE/dc (dc, updated in place to dE/dc_{t-1}). Its own function so that the pointers are __restrict
+// (inline, the loop stayed scalar: see gru_reset_and_state_grad).
+template <typename T>
+inline void lstm_gate_grad(int64_t B, int64_t H, const T* __restrict a, const T* __restrict c,
+                           const T* __restrict tc, const T* __restrict dh, T* __restrict dc, T* __restrict da) {
+    const int64_t G = 4 * H;
+    for (int64_t r = 0; r < B; ++r) {
+        const T* row = a + r * G;
+        T* drow = da + r * G;
+        for (int64_t i = 0; i < H; ++i) {
+            const int64_t j = r * H + i;
+            const T ig = row[i], fg = row[H + i], cg = row[2 * H + i], og = row[3 * H + i], tv = tc[j];
+            const T dcv = dc[j] + dh[j] * og * (T(1) - tv * tv);
+            drow[i] = dcv * cg * (ig * (T(1) - ig));
+            drow[H + i] = dcv * c[j] * (fg * (T(1) - fg));
+            drow[2 * H + i] = dcv * ig * (T(1) - cg * cg);
+            drow[3 * H + i] = dh[j] * tv * (og * (T(1) - og));
+            dc[j] = dcv * fg;
+        }
+    }
+}
+
 template <typename T>
 void lstm_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* gates,
                           const T* cs, const T* tcs, T* g, T* work) {
@@ -624,20 +658,7 @@ void lstm_backward_member(const Dims& d, const T* w, const T* x, const T* dout, 
         const T* a = gates + t * B * G;
         const T* c = cs + t * B * H;
         const T* tc = tcs + t * B * H;
-        for (int64_t r = 0; r < B; ++r) {
-            const T* row = a + r * G;
-            T* drow = da + r * G;
-            for (int64_t i = 0; i < H; ++i) {
-                const int64_t j = r * H + i;
-                const T ig = row[i], fg = row[H + i], cg = row[2 * H + i], og = row[3 * H + i], tv = tc[j];
-                const T dcv = dc[j] + dh[j] * og * (T(1) - tv * tv);
-                drow[i] = dcv * cg * (ig * (T(1) - ig));
-                drow[H + i] = dcv * c[j] * (fg * (T(1) - fg));
-                drow[2 * H + i] = dcv * ig * (T(1) - cg * cg);
-                drow[3 * H + i] = dh[j] * tv * (og * (T(1) - og));
-                dc[j] = dcv * fg;
-            }
-        }
+        lstm_gate_grad(B, H, a, c, tc, dh, dc, da);
         if (t > 0) {
             mm_tn_acc(H, G, B, hs + t * B * H, H, da, G, g + d.oWh, G);
             std::memset(dhn, 0, sizeof(T) * B * H);
