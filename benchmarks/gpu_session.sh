@@ -5,8 +5,8 @@
 # Writes to $OUT (./gpu-logs without it): the device and versions, the exactness tests on CUDA (the
 # compiled Triton kernels of every family and the captured step), then benchmarks/pack_throughput.py
 # --device cuda for the triton backend (exact float32, then tf32), the eager loop (the first version's
-# figures) and the compiled step (cuda_graph), and the host's side of big packs. Each part has its own time limit; one failing does not
-# stop the others. docs/trainer.md says what each figure is compared with.
+# figures) and the compiled step (cuda_graph), and the host's side of big packs. Each part has its own
+# time limit; one failing does not stop the others. docs/trainer.md says what each figure is compared with.
 set -uo pipefail
 OUT=${OUT:-gpu-logs}
 mkdir -p "$OUT"

@@ -1,8 +1,8 @@
 """A trained pack's buffers turned into its :class:`PackResult`, one :class:`MemberResult` per member.
 
 Both engines end here. Everything that can be computed for all K members at once is (sparsities at
-every threshold, weight norms, the final scalars, the member-major trace,
-epoch and W_out-path arrays); the loop over members only slices those arrays and builds its dicts.
+every threshold, weight norms, the final scalars, the member-major trace, epoch and W_out-path
+arrays); the loop over members only slices those arrays and builds its dicts.
 A member's arrays are views of pack-wide arrays, one block per member, never shared between two
 members (pickling a view, as Ray does, copies only the member's block). At K = 16,384 this is what
 keeps a GPU pack's result from costing more host time than its training.

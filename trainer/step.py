@@ -482,7 +482,7 @@ def train_pack_fast(task: Task, config: PackConfig, *, on_epoch=None, backend: s
                 break
     wall = time.perf_counter() - t0
     result = assemble(st, config, recorder, epoch_rows, state["diverged"].cpu().numpy(),
-                       state["div_step"].cpu().numpy(), stopped_rows, stopped_epochs, step, wall)
+                      state["div_step"].cpu().numpy(), stopped_rows, stopped_epochs, step, wall)
     result.engine = f"fast/{backend}"
     return result
 

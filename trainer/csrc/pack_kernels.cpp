@@ -613,10 +613,6 @@ void lstm_forward(const T* flat, const T* x, T* out, T* hs, T* gates, T* cs, T* 
     });
 }
 
-// Backward through time, with dc the gradient carried along the cell state:
-//   dc += dh o (1 - tanh(c')^2);  da_i = dc c~ i (1 - i), da_f = dc c f (1 - f),
-//   da_c = dc i (1 - c~^2), da_o = dh tanh(c') o (1 - o);  dc <- dc f, dh <- da Wh^T;
-//   gWh += h_t^T da (t > 0: h_0 = 0), gWx += x_t^T da, gb += sum_rows da.
 // One backward time step's gradient of the four gates' pre-activations da (B x 4H) from dE/dh (dh) and
 // dE/dc (dc, updated in place to dE/dc_{t-1}). Its own function so that the pointers are __restrict
 // (inline, the loop stayed scalar: see gru_reset_and_state_grad).
@@ -640,6 +636,10 @@ inline void lstm_gate_grad(int64_t B, int64_t H, const T* __restrict a, const T*
     }
 }
 
+// Backward through time, with dc the gradient carried along the cell state:
+//   dc += dh o (1 - tanh(c')^2);  da_i = dc c~ i (1 - i), da_f = dc c f (1 - f),
+//   da_c = dc i (1 - c~^2), da_o = dh tanh(c') o (1 - o);  dc <- dc f, dh <- da Wh^T;
+//   gWh += h_t^T da (t > 0: h_0 = 0), gWx += x_t^T da, gb += sum_rows da.
 template <typename T>
 void lstm_backward_member(const Dims& d, const T* w, const T* x, const T* dout, const T* hs, const T* gates,
                           const T* cs, const T* tcs, T* g, T* work) {
