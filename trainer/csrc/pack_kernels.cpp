@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -411,9 +412,7 @@ void gru_backward_member(const Dims& d, const T* w, const T* x, const T* dout, c
                 for (int64_t i = 0; i < H; ++i) gb[2 * H + i] += gh[i];
             }
         }
-        T* tmp = dh;
-        dh = dhn;
-        dhn = tmp;
+        std::swap(dh, dhn);
     }
 }
 
@@ -461,6 +460,21 @@ void input_grad(const Dims& d, const T* xt, const T* da, int64_t G, int64_t lda,
         if (gb)
             for (int64_t i = 0; i < G; ++i) gb[i] += dr[i];
     }
+}
+
+// The rest of backward time step t once da = dE/d(gate pre-activations) (B x G; Elman RNN G = H,
+// LSTM G = 4H) is known: gWh += h_t^T da (t > 0: h_0 = 0), dhn = dE/dh_{t-1} = da Wh^T (WhT: G x H),
+// gWx += x_t^T da, gb += the column sums of da.
+template <typename T>
+void gates_step_grad(const Dims& d, const T* x, const T* hs, const T* da, const T* WhT, int64_t G, int64_t t, T* g,
+                     T* dhn) {
+    const int64_t B = d.B, H = d.H;
+    if (t > 0) {
+        mm_tn_acc(H, G, B, hs + t * B * H, H, da, G, g + d.oWh, G);
+        std::memset(dhn, 0, sizeof(T) * B * H);
+        mm_acc(B, H, G, da, G, WhT, H, dhn, H);
+    }
+    input_grad(d, x + t * d.D, da, G, G, g + d.oWx, d.bias ? g + d.ob : nullptr);
 }
 
 // out (B x C) = h_T W_out + b_out
@@ -530,15 +544,8 @@ void rnn_backward_member(const Dims& d, const T* w, const T* x, const T* dout, c
     for (int64_t t = d.T - 1; t >= 0; --t) {
         const T* hn = hs + (t + 1) * B * H;
         for (int64_t j = 0; j < B * H; ++j) da[j] = dh[j] * (T(1) - hn[j] * hn[j]);
-        if (t > 0) {
-            mm_tn_acc(H, H, B, hs + t * B * H, H, da, H, g + d.oWh, H);
-            std::memset(dhn, 0, sizeof(T) * B * H);
-            mm_acc(B, H, H, da, H, WhT, H, dhn, H);
-        }
-        input_grad(d, x + t * d.D, da, H, H, g + d.oWx, d.bias ? g + d.ob : nullptr);
-        T* tmp = dh;
-        dh = dhn;
-        dhn = tmp;
+        gates_step_grad(d, x, hs, da, WhT, H, t, g, dhn);
+        std::swap(dh, dhn);
     }
 }
 
@@ -659,15 +666,8 @@ void lstm_backward_member(const Dims& d, const T* w, const T* x, const T* dout, 
         const T* c = cs + t * B * H;
         const T* tc = tcs + t * B * H;
         lstm_gate_grad(B, H, a, c, tc, dh, dc, da);
-        if (t > 0) {
-            mm_tn_acc(H, G, B, hs + t * B * H, H, da, G, g + d.oWh, G);
-            std::memset(dhn, 0, sizeof(T) * B * H);
-            mm_acc(B, H, G, da, G, WhT, H, dhn, H);
-        }
-        input_grad(d, x + t * d.D, da, G, G, g + d.oWx, d.bias ? g + d.ob : nullptr);
-        T* tmp = dh;
-        dh = dhn;
-        dhn = tmp;
+        gates_step_grad(d, x, hs, da, WhT, G, t, g, dhn);
+        std::swap(dh, dhn);
     }
 }
 
