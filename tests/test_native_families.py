@@ -2,8 +2,9 @@
 through trainer/native_pack.py's NativePack) and the fast engine's ``native`` backend on them: forward
 and gradient against autograd through trainer/cells.py, gradcheck, pack = solo and 1 thread = 2
 threads bit for bit, the eager engine (every regularizer, both scopes, SGD and Adam, the LSTM's
-Tikhonov term, the diagonal RNN's trained or fixed readout, regression), divergence. The GRU's are
-in tests/test_native_gru.py. Skipped where no C++ compiler builds the kernels."""
+Tikhonov term, the diagonal RNN's trained or fixed readout, regression), divergence. The forward and
+gradient test covers the GRU too; the GRU's engine tests are in tests/test_native_gru.py. Skipped where
+no C++ compiler builds the kernels."""
 
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def _weights(fam, K, dtype, seed=0):
     return (flat + 0.2 * torch.randn(flat.shape, generator=gen, dtype=dtype)).contiguous()
 
 
-@pytest.mark.parametrize("family,bias", [("rnn", True), ("rnn", False), ("lstm", True), ("lstm", False),
-                                         ("diag_rnn", False)])
+@pytest.mark.parametrize("family,bias", [("gru", True), ("gru", False), ("rnn", True), ("rnn", False),
+                                         ("lstm", True), ("lstm", False), ("diag_rnn", False)])
 @pytest.mark.parametrize("D", [1, 3])
 @pytest.mark.parametrize("H", [6, 18])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])

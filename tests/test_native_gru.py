@@ -1,7 +1,7 @@
 """The fused CPU kernels of the GRU (trainer/csrc/pack_kernels.cpp through trainer/native_pack.py) and the
-fast engine's ``native`` backend: forward and gradient against autograd through trainer/cells.py
-(gradcheck of every family's kernels: tests/test_native_families.py), the eager engine (every regularizer, optimizer, loss and reduction), solo runs,
-divergence. Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
+fast engine's ``native`` backend: the loss and penalty kernels, the eager engine (every regularizer,
+optimizer, loss and reduction), solo runs, divergence (forward and gradient against autograd through
+trainer/cells.py and gradcheck, for every family: tests/test_native_families.py). Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
 
 from __future__ import annotations
 
@@ -29,27 +29,6 @@ def _members():
     """Every regularizer, both scopes, distinct seeds and rates (as tests/test_trainer_step.py)."""
     return [MemberConfig(lr=0.03 + 0.01 * i, reg=reg, lam=2e-3, alpha=0.05, seed=10 + i,
                          scope="all" if i % 2 else "output") for i, reg in enumerate(("none", "l1", "l2", "sl1"))]
-
-
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("D", [1, 3])
-@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
-def test_kernels_match_autograd_through_cells(bias, D, dtype, tol):
-    fam = make_family("gru", D, 5, 3, bias)
-    K, B, T = 3, 7, 4
-    flat = fam.init([4, 5, 6], 0.5, dtype, "cpu")
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(K, B, T, D, generator=gen, dtype=dtype)
-    net = NativePack(fam, K, 9, T, dtype, CPU)
-    out = net.forward_train(flat, x)
-    leaf = flat.clone().requires_grad_(True)
-    ref = cells.forward(fam, fam.layout.views(leaf), x)
-    dout = torch.randn(ref.shape, generator=gen, dtype=dtype)
-    (grad,) = torch.autograd.grad((ref * dout).sum(), leaf)
-    assert torch.max(torch.abs(out - ref)) <= tol
-    assert torch.max(torch.abs(net.backward(dout) - grad)) <= 10 * tol
-    shared = torch.randn(11, T, D, generator=gen, dtype=dtype)  # the evaluation: inputs shared by all members
-    assert torch.max(torch.abs(net.forward(flat, shared) - cells.forward(fam, fam.layout.views(flat), shared))) <= tol
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
