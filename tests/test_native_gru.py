@@ -1,7 +1,8 @@
 """The fused CPU kernels of the GRU (trainer/csrc/pack_kernels.cpp through trainer/native_pack.py) and the
 fast engine's ``native`` backend: the loss and penalty kernels, the eager engine (every regularizer,
 optimizer, loss and reduction), solo runs, divergence (forward and gradient against autograd through
-trainer/cells.py and gradcheck, for every family: tests/test_native_families.py). Skipped where no C++ compiler builds the kernels (the backend then is not chosen)."""
+trainer/cells.py and gradcheck, for every family: tests/test_native_families.py). Skipped where no C++
+compiler builds the kernels (the backend then is not chosen)."""
 
 from __future__ import annotations
 
