@@ -40,10 +40,10 @@ def assemble(st: "_Pack", config: PackConfig, recorder: TraceRecorder, epoch_row
     n_rows, n_updates, n_epochs = _member_extent(K, len(epoch_rows), steps, diverged, div_step, stopped_rows,
                                                  stopped_epochs, total_steps)
     trace = _member_major_trace(stats, steps, config.trace_every)
-    by_col = {c: _member_major([r[c] for r in epoch_rows], K) for c in EPOCH_COLUMNS}
+    by_col = {c: _member_major([r[c] for r in epoch_rows], K) for c in (*EPOCH_COLUMNS, "_data_loss", "_penalty")}
     path_stats = np.ascontiguousarray(np.stack([st.w_out_path0] + [r["_w_out"] for r in epoch_rows]).transpose(2, 1, 0))
     path_steps = _member_major([np.zeros(K, dtype=np.int64)] + [r["_steps"] for r in epoch_rows], K).astype(np.int64)
-    finals, tail_distance = _final_columns(st, epoch_rows, n_updates, n_epochs, wall)
+    finals, tail_distance = _final_columns(st, by_col, n_updates, n_epochs, wall)
     probe = _probe_outputs(st)
     # (A2)'s D2: the largest ||W_out|| over each member's recorded iterates (NaN ones skipped)
     max_w_out_norm = np.fmax.accumulate(path_stats[:, WEIGHT_PATH_COLUMNS.index("w_out_norm") - 1], axis=1)
@@ -103,19 +103,20 @@ def _member_major_trace(stats: np.ndarray, steps: np.ndarray, every: int) -> dic
     return out
 
 
-def _final_columns(st: "_Pack", epoch_rows: list[dict], n_updates: np.ndarray, n_epochs: np.ndarray,
+def _final_columns(st: "_Pack", by_col: dict[str, np.ndarray], n_updates: np.ndarray, n_epochs: np.ndarray,
                    wall: float) -> tuple[dict, np.ndarray | None]:
     """``FINAL_KEYS`` (and the sparsities at every threshold) of all members as Python scalars:
-    the metrics of the last epoch each member trained (NaN before any), sparsities and norms of the
-    final weights; and Thm 3's ||W^K - W^s|| of every member (None without a W^s)."""
+    the metrics of the last epoch each member trained (NaN before any; ``by_col``: the epoch columns,
+    member-major), sparsities and norms of the final weights; and Thm 3's ||W^K - W^s|| of every
+    member (None without a W^s)."""
     K = st.K
     cols: dict[str, list] = {}
     members = np.arange(K)
     last = np.maximum(n_epochs - 1, 0)
     for key, col in (("loss", "train_loss"), ("data_loss", "_data_loss"), ("penalty", "_penalty"),
                      ("train_metric", "train_metric"), ("test_metric", "test_metric")):
-        if epoch_rows:
-            values = np.stack([r[col] for r in epoch_rows])[last, members].astype(np.float64)
+        if by_col[col].shape[1]:
+            values = by_col[col][members, last].astype(np.float64)
             cols[key] = np.where(n_epochs > 0, values, np.nan).tolist()
         else:
             cols[key] = [float("nan")] * K
